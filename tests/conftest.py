@@ -1,0 +1,98 @@
+"""Fixtures for every chapter's tests: the lab bench, its logs, and proof that nothing outlives the run."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from lab import LabBench, MissingDependency
+from lab.clients import RecordingClient
+from lab.deps import running_in_ci
+from lab.processes import leftover_processes
+
+
+@pytest.fixture
+def bench(request, tmp_path):
+    """A LabBench for one test; it stops every process it started, even when the test fails."""
+    with LabBench(tmp_path / "logs") as lab_bench:
+        request.node.lab_bench = lab_bench
+        yield lab_bench
+
+
+@pytest.fixture
+def clients():
+    """Make RecordingClients; every one is disconnected at teardown."""
+    made: list[RecordingClient] = []
+
+    def make(label: str = "client") -> RecordingClient:
+        client = RecordingClient(label)
+        made.append(client)
+        return client
+
+    yield make
+    # In parallel: python-socketio's websocket close waits ~3 s for a close frame
+    # that python-engineio servers never send, and tests hold many clients.
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(RecordingClient.disconnect, made))
+
+
+def _skip_or_fail_on_missing(outcome) -> None:
+    """A learner's machine may lack nginx or chromium: skip, naming the install command.
+
+    Under CI=true nothing is skipped: a missing dependency is a failure of the CI setup.
+    """
+    missing = outcome.excinfo[1] if outcome.excinfo else None
+    if isinstance(missing, MissingDependency):
+        if running_in_ci():
+            outcome.force_exception(pytest.fail.Exception(f"under CI=true: {missing}", pytrace=False))
+        else:
+            outcome.force_exception(pytest.skip.Exception(str(missing)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    _skip_or_fail_on_missing((yield))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    _skip_or_fail_on_missing((yield))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, attach the end of every process log to the report; a green run prints none."""
+    report = (yield).get_result()
+    doc = getattr(item, "function", None).__doc__ if hasattr(item, "function") else None
+    if doc:
+        params = f" [{item.callspec.id}]" if hasattr(item, "callspec") else ""
+        report.proves = doc.strip().splitlines()[0] + params
+    lab_bench = getattr(item, "lab_bench", None)
+    if report.failed and lab_bench is not None:
+        report.sections.append(("lab bench process logs", lab_bench.logs_report()))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in plain words what the run proved: the first docstring line of every test."""
+    lines = []
+    for outcome, mark in (("passed", "✓"), ("failed", "✗ NOT PROVEN:")):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when == "call" and getattr(report, "proves", None):
+                lines.append(f"{mark} {report.proves}")
+    if lines:
+        terminalreporter.section("what this run proved")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session):
+    """The run ends with no process that a bench started still alive."""
+    leftovers = leftover_processes()
+    if leftovers:
+        for proc in leftovers:
+            proc.kill()
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"FAILED: processes outlived the test run: {[p.pid for p in leftovers]}", red=True
+        )
