@@ -52,6 +52,18 @@ def chapter01(session: nox.Session) -> None:
     _pytest(session, "tests/chapter01")
 
 
+@nox.session(default=False)
+def chapter02(session: nox.Session) -> None:
+    """Chapter 02: each async mode keeps other clients responsive; the blocking antipatterns stall them."""
+    _pytest(session, "tests/chapter02")
+
+
+@nox.session(default=False)
+def chapter03(session: nox.Session) -> None:
+    """Chapter 03: instances sharing a Redis queue reach every client; without it, half miss out."""
+    _pytest(session, "tests/chapter03")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every test: all chapters, their antipatterns, and the lab bench itself."""
@@ -71,6 +83,13 @@ def docs(session: nox.Session) -> None:
     """Build the site with `mkdocs build --strict`: a missing snippet or link fails."""
     session.install("-r", "requirements/docs.txt")
     session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The load bench (slow): nox -s bench -- 02 writes docs/bench/*.json and the plots the docs show."""
+    _install_tests(session)
+    session.run("python", "-m", "bench", *session.posargs)
 
 
 @nox.session(default=False)
