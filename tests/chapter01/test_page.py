@@ -1,0 +1,106 @@
+"""Chapter 01's page in a real headless Chromium, offline."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
+
+import pytest
+
+from lab.apps import start_app
+from lab.browser import chromium
+
+pytestmark = pytest.mark.browser
+
+CHAPTER = "chapters/01_basic_chat/app.py"
+DEADLINE_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def open_page(browser):
+    """Open pages that can reach loopback only, as on workshop wifi with no internet."""
+    contexts = []
+
+    def open_page(url):
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+
+        def loopback_only(route):
+            host = urlparse(route.request.url).hostname or ""
+            if host.startswith("127.") or host == "localhost":
+                route.continue_()
+            else:
+                route.abort()
+
+        context.route("**/*", loopback_only)
+        page.goto(url)
+        page.get_by_test_id("status").filter(has_text=re.compile("^connected$")).wait_for(timeout=DEADLINE_MS)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def join(page, name, room):
+    page.locator("input[name=username]").fill(name)
+    page.locator("input[name=room]").fill(room)
+    page.get_by_role("button", name="Join").click()
+    page.get_by_test_id("room").filter(has_text=room).wait_for(timeout=DEADLINE_MS)
+
+
+def say(page, text):
+    page.locator("input[name=text]").fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def log_line(page, text):
+    return page.get_by_test_id("log").locator("li").filter(has_text=text)
+
+
+def test_two_pages_chat_offline_and_markup_stays_text(bench, open_page):
+    """Two offline browser pages in one room chat over websocket, and markup in a message shows as text."""
+    app = start_app(bench, CHAPTER)
+    alice, bob = open_page(app.url + "/"), open_page(app.url + "/")
+
+    # The local JS client loaded (no CDN warning) and the connection upgraded to websocket.
+    for page in (alice, bob):
+        assert not page.get_by_test_id("warning").is_visible()
+        page.get_by_test_id("transport").filter(has_text="websocket").wait_for(timeout=DEADLINE_MS)
+
+    join(alice, "alice", "lobby")
+    join(bob, "bob", "lobby")
+    log_line(alice, "bob joined lobby").wait_for(timeout=DEADLINE_MS)
+
+    say(alice, "hello bob")
+    log_line(bob, "alice: hello bob").wait_for(timeout=DEADLINE_MS)
+
+    attack = '<img src=x onerror="window.pwned = 1">'
+    say(alice, attack)
+    log_line(bob, f"alice: {attack}").wait_for(timeout=DEADLINE_MS)
+    # Shown as text: no element was created and no script ran.
+    assert bob.get_by_test_id("log").locator("img").count() == 0
+    assert bob.evaluate("window.pwned") is None
+
+
+def test_page_rejoins_its_room_after_a_reconnect(bench, open_page, clients):
+    """After the server restarts, the page reconnects by itself, rejoins its room and receives again."""
+    app = start_app(bench, CHAPTER)
+    page = open_page(app.url + "/")
+    join(page, "alice", "lobby")
+
+    # The server goes away and comes back on the same port, with no memory of rooms.
+    app = bench.restart(app)
+    log_line(page, "alice joined lobby").nth(1).wait_for(timeout=20_000)
+
+    bob = clients("bob").connect(app.url)
+    bob.call("join", {"room": "lobby", "name": "bob"})
+    bob.call("message", {"room": "lobby", "text": "welcome back"})
+    log_line(page, "bob: welcome back").wait_for(timeout=DEADLINE_MS)

