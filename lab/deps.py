@@ -19,9 +19,13 @@ INSTALL_HINTS = {
 }
 
 
+# Debian installs daemons such as nginx in sbin, which is not on a normal user's PATH.
+SBIN_DIRS = "/usr/local/sbin:/usr/sbin:/sbin"
+
+
 def require_binary(name: str) -> str:
-    """Return the path of `name` on PATH, or raise MissingDependency naming its install command."""
-    path = shutil.which(name)
+    """The path of `name` on PATH or in sbin, or MissingDependency naming its install command."""
+    path = shutil.which(name) or shutil.which(name, path=SBIN_DIRS)
     if path is None:
         hint = INSTALL_HINTS.get(name, f"install {name}")
         raise MissingDependency(f"{name} is not on PATH. Install it with: {hint}")

@@ -13,8 +13,9 @@ import psutil
 import pytest
 
 from lab import MissingDependency, ServiceFailed
-from lab.apps import healthz
+from lab.apps import healthz, start_apps
 from lab.deps import require_binary
+from lab.nginx import render_site, start_nginx
 from lab.processes import REPO_ROOT, Launch, wait_until
 from lab.redis_server import ping, start_redis
 
@@ -106,3 +107,25 @@ def test_serve_stops_every_process_on_ctrl_c():
     finally:
         serve.kill()
         serve.wait()
+
+
+def test_nginx_fills_real_ports_into_a_copyable_config(bench):
+    """nginx runs a chapter's copyable config with the real ports filled in, proxying to every instance."""
+    apps = start_apps(bench, "chapters/01_basic_chat/app.py", 2)
+    proxy = start_nginx(bench, "tests/fixtures/nginx-round-robin.conf", apps)
+
+    # Round-robin: consecutive requests through nginx reach both instances.
+    seen = {healthz(proxy.url)["instance"] for _ in range(4)}
+    assert seen == {"app-1", "app-2"}
+
+
+def test_render_site_keeps_everything_but_the_ports():
+    """Only the upstream servers and the listen port change; per-server options and the rest stay."""
+    config = (
+        "upstream u {\n    hash $x;\n    server 127.0.0.1:5001 max_fails=2;\n}\nserver { listen 8080; }\n"
+    )
+    rendered = render_site(config, 9000, ["127.0.0.1:7001", "127.0.0.1:7002"])
+    assert rendered == (
+        "upstream u {\n    hash $x;\n    server 127.0.0.1:7001 max_fails=2;\n"
+        "    server 127.0.0.1:7002 max_fails=2;\n}\nserver { listen 127.0.0.1:9000; }\n"
+    )
