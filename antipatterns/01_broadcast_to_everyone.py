@@ -76,6 +76,7 @@ def on_leave(data):
     return {"ok": True, "room": room}
 
 
+# --8<-- [start:message]
 @socketio.on("message")
 def on_message(data):
     # expected: the handler refuses a malformed payload with a reason;
@@ -84,6 +85,9 @@ def on_message(data):
     # expected: only the members of `room` receive it; actual: every connected client does
     emit("message", {"room": room, "name": session["name"], "text": data["text"]}, broadcast=True)
     return {"ok": True}
+
+
+# --8<-- [end:message]
 
 
 # --8<-- [end:handlers]

@@ -51,11 +51,14 @@ MAX_ROOM = 32
 MAX_TEXT = 500
 # --8<-- [end:config]
 
+# --8<-- [start:socketio]
 app = Flask(__name__)
 app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", os.urandom(16).hex())
 socketio = SocketIO(app, async_mode=ASYNC_MODE, cors_allowed_origins=ALLOWED_ORIGINS)
+# --8<-- [end:socketio]
 
 
+# --8<-- [start:routes]
 @app.get("/")
 def index():
     return render_template("index.html", instance=INSTANCE_NAME)
@@ -69,6 +72,9 @@ def socketio_client_js():
 @app.get("/healthz")
 def healthz():
     return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
+
+
+# --8<-- [end:routes]
 
 
 # --8<-- [start:validate]
@@ -135,6 +141,7 @@ def on_leave(data=None):
     return {"ok": True, "room": room}
 
 
+# --8<-- [start:message]
 @socketio.on("message")
 def on_message(data=None):
     try:
@@ -149,6 +156,9 @@ def on_message(data=None):
     return {"ok": True}
 
 
+# --8<-- [end:message]
+
+
 @socketio.on("disconnect")
 def on_disconnect(reason=None):
     # rooms() also lists the connection's own private room, named after its sid.
@@ -161,8 +171,10 @@ def on_disconnect(reason=None):
 # --8<-- [end:handlers]
 
 
+# --8<-- [start:run]
 if __name__ == "__main__":
     # allow_unsafe_werkzeug: the threading mode runs on Werkzeug's development
     # server, which refuses to start outside a terminal (under a test or nox)
     # without it. Chapter 02 shows the production command.
     socketio.run(app, host=HOST, port=PORT, allow_unsafe_werkzeug=True)
+# --8<-- [end:run]
