@@ -75,6 +75,7 @@ def test_redis_starts_and_restarts_on_the_same_port(bench, monkeypatch, which):
 def test_a_missing_binary_names_its_install_command(monkeypatch):
     """A missing system program is reported with the command that installs it."""
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("lab.deps.SBIN_DIRS", "/nonexistent")
     with pytest.raises(MissingDependency, match=re.escape("sudo apt-get install nginx")):
         require_binary("nginx")
 
