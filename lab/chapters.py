@@ -40,6 +40,28 @@ CHAPTERS: dict[str, Chapter] = {
             "On the chapter app a message stays in its room; on the antipattern it leaks into both."
         ),
     ),
+    "02": Chapter(
+        "02",
+        "async modes",
+        correct=Topology("chapters/02_async_modes/run_gevent.py"),
+        antipattern=Topology("antipatterns/02_blocking_sleep.py"),
+        demo=(
+            "Open each URL in two windows and watch the ping readout in the second window.\n"
+            "Click 'slow I/O (3 s)' in the first: on the chapter app the ping stays in milliseconds;\n"
+            "on the antipattern it freezes for 3 s, for every window."
+        ),
+    ),
+    "03": Chapter(
+        "03",
+        "Redis scaling",
+        correct=Topology("chapters/03_redis_scaling/app.py", instances=2, needs_redis=True),
+        antipattern=Topology("antipatterns/03_no_message_queue.py", instances=2),
+        demo=(
+            "Open chapter-1 and chapter-2 side by side, then antipattern-1 and antipattern-2.\n"
+            "Broadcast from one window: on the chapter both instances get it; on the antipattern\n"
+            "only the sender's instance does. The chapter pages count users across both instances."
+        ),
+    ),
 }
 
 

@@ -8,6 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import socketio
+from engineio.payload import Payload
+
+# python-engineio's client drops a long-polling connection when one poll brings more than
+# 16 packets ("Unexpected packet from server, aborting"; python-engineio#142). A busy test
+# server easily queues more than that for a client between two polls.
+Payload.max_decode_packets = 1000
 
 TRANSPORTS = ("websocket", "polling")
 

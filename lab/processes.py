@@ -145,6 +145,37 @@ class LabBench:
                 raise
         raise AssertionError("unreachable")
 
+    def run(
+        self, name: str, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess:
+        """Run a one-shot command (an external emitter, a CLI) to completion, with a deadline.
+
+        Its output, stdout and stderr merged as in every bench log, is returned as `stdout`
+        and appended to <name>.log, which a failing test's report shows.
+        """
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        STARTED_PIDS.add(process.pid)
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            raise ServiceFailed(f"{name} did not finish within {timeout:.0f}s.\n{output}") from None
+        finally:
+            with (self.log_dir / f"{name}.log").open("a") as log:
+                log.write(f"=== run {' '.join(argv)} -> exit {process.returncode}\n{output or ''}")
+        return subprocess.CompletedProcess(argv, process.returncode, output, "")
+
     def stop(self, service: Service) -> None:
         """Stop one service (its log stays, so a restart on the same port appends to it)."""
         service.stop()

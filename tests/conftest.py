@@ -23,7 +23,7 @@ def clients():
         return client
 
     yield make
-    with ThreadPoolExecutor() as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(made))) as pool:
         list(pool.map(RecordingClient.disconnect, made))
 
 
