@@ -1,0 +1,199 @@
+"""Antipattern 03: users online counted in a global variable, on several instances.
+
+What it does
+    The chapter 03 chat, with its Redis message queue, but the number of
+    users online is a module-level integer: +1 on connect, -1 on
+    disconnect, pushed to every client (through the queue) on each change.
+
+Why is this bad?
+    Each process counts only its own connections. With three instances of
+    ten users each, every instance says "10 online" while 30 are; /healthz
+    disagrees from one instance to the next, and the number on every page
+    jumps to whatever the instance that changed last happens to hold. The
+    queue carries the wrong number faithfully. The same goes for any state
+    kept in process memory: a dict of who is in which room, a rate-limit
+    counter, a "last message" cache.
+
+Use instead
+    chapters/03_redis_scaling/app.py: one Redis set of session ids per
+    instance, summed across instances, with a TTL so that a crashed
+    instance's users drop out.
+
+How to run it
+    redis-server --port 6379, then
+    PORT=5101 INSTANCE_NAME=chat-1 python antipatterns/03_counter_in_process_memory.py
+    PORT=5102 INSTANCE_NAME=chat-2 python antipatterns/03_counter_in_process_memory.py
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+from pathlib import Path  # noqa: E402
+
+from flask import Flask, jsonify, render_template, request, send_from_directory, session  # noqa: E402
+from flask_socketio import SocketIO, emit, join_room, leave_room, rooms  # noqa: E402
+
+ASYNC_MODE = "gevent"
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "5000"))
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
+ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o] or None
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CHANNEL = os.environ.get("SOCKETIO_CHANNEL", "flask-socketio")
+CHAPTER_DIR = Path(__file__).resolve().parents[1] / "chapters" / "03_redis_scaling"
+JS_CLIENT_DIR = Path(
+    os.environ.get("JS_CLIENT_DIR")
+    or Path(__file__).resolve().parents[1] / "node_modules" / "socket.io-client" / "dist"
+)
+MAX_NAME = 32
+MAX_ROOM = 32
+MAX_TEXT = 500
+
+# The same page as the chapter, so the two can be compared side by side.
+app = Flask(__name__, template_folder=CHAPTER_DIR / "templates")
+app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", os.urandom(16).hex())
+# The queue is right: broadcasts and rooms work across instances. Only the count is wrong.
+socketio = SocketIO(
+    app,
+    async_mode=ASYNC_MODE,
+    message_queue=REDIS_URL,
+    channel=CHANNEL,
+    cors_allowed_origins=ALLOWED_ORIGINS,
+)
+
+# --8<-- [start:counter]
+# expected: the number of users online across all instances;
+# actual: the number connected to THIS process, a different number on each instance
+online_users = 0
+
+
+def push_online():
+    # The queue delivers this to every client of every instance: the last instance to
+    # change wins, and every page shows that one instance's share as the total.
+    socketio.emit("online", {"count": online_users, "instances": {INSTANCE_NAME: online_users}})
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    global online_users
+    online_users += 1
+    push_online()
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    global online_users
+    online_users -= 1
+    for room in rooms():
+        if room != request.sid:
+            text = f"{session.get('name', 'someone')} left {room}"
+            emit("system", {"room": room, "text": text}, to=room, include_self=False)
+    push_online()
+
+
+@app.get("/healthz")
+def healthz():
+    # expected: the same total from every instance; actual: each one's own share
+    return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE, online=online_users)
+
+
+# --8<-- [end:counter]
+
+
+@app.get("/")
+def index():
+    return render_template("index.html", instance=f"{INSTANCE_NAME} (antipattern 03, count in memory)")
+
+
+@app.get("/vendor/socket.io.min.js")
+def socketio_client_js():
+    return send_from_directory(JS_CLIENT_DIR, "socket.io.min.js")
+
+
+class BadPayload(ValueError):
+    """The reason a payload was refused; it is sent back to the sender as is."""
+
+
+def require(data, **limits):
+    """Return the payload's fields, stripped, or raise BadPayload with the reason."""
+    if not isinstance(data, dict):
+        raise BadPayload("payload must be an object")
+    fields = {}
+    for key, max_length in limits.items():
+        if key not in data:
+            raise BadPayload(f"missing key '{key}'")
+        value = data[key]
+        if not isinstance(value, str):
+            raise BadPayload(f"'{key}' must be a string")
+        value = value.strip()
+        if not value:
+            raise BadPayload(f"'{key}' must not be empty")
+        if len(value) > max_length:
+            raise BadPayload(f"'{key}' is longer than {max_length} characters")
+        fields[key] = value
+    return fields
+
+
+def refuse(event, reason):
+    emit("error", {"event": event, "reason": reason})
+    return {"ok": False, "reason": reason}
+
+
+@socketio.on("join")
+def on_join(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, name=MAX_NAME)
+    except BadPayload as bad:
+        return refuse("join", str(bad))
+    room, name = fields["room"], fields["name"]
+    session["name"] = name
+    join_room(room)
+    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=room)
+    return {"ok": True, "room": room, "instance": INSTANCE_NAME}
+
+
+@socketio.on("leave")
+def on_leave(data=None):
+    try:
+        room = require(data, room=MAX_ROOM)["room"]
+    except BadPayload as bad:
+        return refuse("leave", str(bad))
+    if room not in rooms():
+        return refuse("leave", f"you are not in room '{room}'")
+    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=room)
+    leave_room(room)
+    return {"ok": True, "room": room}
+
+
+@socketio.on("message")
+def on_message(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
+    except BadPayload as bad:
+        return refuse("message", str(bad))
+    room = fields["room"]
+    if room not in rooms():
+        return refuse("message", f"join room '{room}' before writing to it")
+    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=room)
+    return {"ok": True}
+
+
+@socketio.on("broadcast")
+def on_broadcast(data=None):
+    try:
+        text = require(data, text=MAX_TEXT)["text"]
+    except BadPayload as bad:
+        return refuse("broadcast", str(bad))
+    socketio.emit("broadcast", {"text": text})
+    return {"ok": True}
+
+
+@socketio.on("ping")
+def on_ping(data=None):
+    return {"ok": True}
+
+
+if __name__ == "__main__":
+    socketio.run(app, host=HOST, port=PORT, log_output=False)

@@ -1,0 +1,188 @@
+"""Antipattern 03: several instances with no message queue between them.
+
+What it does
+    The chapter 03 chat (same events, same validation) started as several
+    instances, but created with `SocketIO(app, async_mode=...)` and no
+    `message_queue`. Each instance works perfectly on its own.
+
+Why is this bad?
+    An emit reaches only the clients of the process that made it. A
+    `broadcast` from a client on instance 1 reaches exactly the clients of
+    instance 1; everyone on the other instances misses it, and nothing
+    anywhere logs an error. The same for a room whose members sit on
+    different instances, and for `POST /notify`. An external emitter
+    (notify.py) reaches nobody: no instance listens to Redis. With one
+    instance in development, none of this shows.
+
+Use instead
+    chapters/03_redis_scaling/app.py: `SocketIO(app, async_mode=...,
+    message_queue=REDIS_URL, channel=CHANNEL)` on every instance.
+
+How to run it
+    PORT=5101 INSTANCE_NAME=chat-1 python antipatterns/03_no_message_queue.py
+    PORT=5102 INSTANCE_NAME=chat-2 python antipatterns/03_no_message_queue.py
+    (no Redis needed: that is the bug). The online count is left out here;
+    antipatterns/03_counter_in_process_memory.py gets it wrong on purpose.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+from pathlib import Path  # noqa: E402
+
+from flask import Flask, jsonify, render_template, request, send_from_directory, session  # noqa: E402
+from flask_socketio import SocketIO, emit, join_room, leave_room, rooms  # noqa: E402
+
+ASYNC_MODE = "gevent"
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "5000"))
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
+ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o] or None
+CHAPTER_DIR = Path(__file__).resolve().parents[1] / "chapters" / "03_redis_scaling"
+JS_CLIENT_DIR = Path(
+    os.environ.get("JS_CLIENT_DIR")
+    or Path(__file__).resolve().parents[1] / "node_modules" / "socket.io-client" / "dist"
+)
+MAX_NAME = 32
+MAX_ROOM = 32
+MAX_TEXT = 500
+
+# The same page as the chapter, so the two can be compared side by side.
+app = Flask(__name__, template_folder=CHAPTER_DIR / "templates")
+app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", os.urandom(16).hex())
+# --8<-- [start:socketio]
+# expected: every instance shares its emits through Redis;
+# actual: no message_queue, so each instance is an island and its emits stay at home
+socketio = SocketIO(app, async_mode=ASYNC_MODE, cors_allowed_origins=ALLOWED_ORIGINS)
+# --8<-- [end:socketio]
+
+
+@app.get("/")
+def index():
+    return render_template("index.html", instance=f"{INSTANCE_NAME} (antipattern 03, no queue)")
+
+
+@app.get("/vendor/socket.io.min.js")
+def socketio_client_js():
+    return send_from_directory(JS_CLIENT_DIR, "socket.io.min.js")
+
+
+@app.get("/healthz")
+def healthz():
+    return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
+
+
+class BadPayload(ValueError):
+    """The reason a payload was refused; it is sent back to the sender as is."""
+
+
+def require(data, **limits):
+    """Return the payload's fields, stripped, or raise BadPayload with the reason."""
+    if not isinstance(data, dict):
+        raise BadPayload("payload must be an object")
+    fields = {}
+    for key, max_length in limits.items():
+        if key not in data:
+            raise BadPayload(f"missing key '{key}'")
+        value = data[key]
+        if not isinstance(value, str):
+            raise BadPayload(f"'{key}' must be a string")
+        value = value.strip()
+        if not value:
+            raise BadPayload(f"'{key}' must not be empty")
+        if len(value) > max_length:
+            raise BadPayload(f"'{key}' is longer than {max_length} characters")
+        fields[key] = value
+    return fields
+
+
+def refuse(event, reason):
+    emit("error", {"event": event, "reason": reason})
+    return {"ok": False, "reason": reason}
+
+
+@socketio.on("join")
+def on_join(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, name=MAX_NAME)
+    except BadPayload as bad:
+        return refuse("join", str(bad))
+    room, name = fields["room"], fields["name"]
+    session["name"] = name
+    join_room(room)
+    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=room)
+    return {"ok": True, "room": room, "instance": INSTANCE_NAME}
+
+
+@socketio.on("leave")
+def on_leave(data=None):
+    try:
+        room = require(data, room=MAX_ROOM)["room"]
+    except BadPayload as bad:
+        return refuse("leave", str(bad))
+    if room not in rooms():
+        return refuse("leave", f"you are not in room '{room}'")
+    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=room)
+    leave_room(room)
+    return {"ok": True, "room": room}
+
+
+# --8<-- [start:emits]
+@socketio.on("message")
+def on_message(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
+    except BadPayload as bad:
+        return refuse("message", str(bad))
+    room = fields["room"]
+    if room not in rooms():
+        return refuse("message", f"join room '{room}' before writing to it")
+    # expected: every member of the room, on any instance;
+    # actual: only the members connected to this instance
+    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=room)
+    return {"ok": True}
+
+
+@socketio.on("broadcast")
+def on_broadcast(data=None):
+    try:
+        text = require(data, text=MAX_TEXT)["text"]
+    except BadPayload as bad:
+        return refuse("broadcast", str(bad))
+    # expected: every client of every instance; actual: only the clients of this instance,
+    # and the sender's ack still says ok
+    socketio.emit("broadcast", {"text": text})
+    return {"ok": True}
+
+
+# --8<-- [end:emits]
+
+
+@socketio.on("ping")
+def on_ping(data=None):
+    return {"ok": True}
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    for room in rooms():
+        if room != request.sid:
+            text = f"{session.get('name', 'someone')} left {room}"
+            emit("system", {"room": room, "text": text}, to=room, include_self=False)
+
+
+@app.post("/notify")
+def notify():
+    try:
+        text = require(request.get_json(silent=True), text=MAX_TEXT)["text"]
+    except BadPayload as bad:
+        return jsonify(ok=False, reason=f'body must be JSON like {{"text": "..."}}: {bad}'), 400
+    # expected: a notice for everyone; actual: for the clients of whichever instance got the POST
+    socketio.emit("notice", {"text": text, "source": f"POST /notify on {INSTANCE_NAME}"})
+    return jsonify(ok=True)
+
+
+if __name__ == "__main__":
+    socketio.run(app, host=HOST, port=PORT, log_output=False)
