@@ -1,0 +1,320 @@
+"""Chapter 02: one chat app, three async modes (threading, gevent, eventlet), and work that must not block.
+
+What this shows
+    The chapter 01 chat plus four events the load bench and the tests drive:
+    `ping` (answers at once), `broadcast` (to every client), `slow_io` (waits
+    on slow I/O) and `cpu_work` (burns the CPU). The same code is served
+    under each async mode by run_threading.py, run_gevent.py and
+    run_eventlet.py, and by gunicorn's gevent worker through wsgi.py. In every
+    one of them a client that asks for slow I/O or CPU work does not hold up
+    anybody else's `ping`.
+
+How to run it
+    One terminal, one of:
+        python chapters/02_async_modes/app.py            (threading, the same as run_threading.py)
+        python chapters/02_async_modes/run_gevent.py
+        python chapters/02_async_modes/run_eventlet.py
+        cd chapters/02_async_modes && gunicorn -c gunicorn.conf.py wsgi:app    (production)
+    Then open http://127.0.0.1:5000 in two browser windows.
+    Settings come from the environment: HOST, PORT, INSTANCE_NAME, SECRET_KEY,
+    ALLOWED_ORIGINS (comma-separated; unset means same origin only) and
+    MAX_CLIENTS (the most connections one process accepts).
+
+What breaks without it
+    antipatterns/02_blocking_sleep.py sleeps with the real time.sleep under
+    gevent without monkey patching: for the length of the sleep, every
+    client of the process waits. antipatterns/02_cpu_bound_handler.py burns
+    the CPU inside the handler: the same stall. antipatterns/02_late_monkey_patch.py
+    patches after its imports: what it imported by name stays blocking.
+
+TL;DR
+    Pick the mode explicitly. Under gevent or eventlet, monkey patch on the
+    first line of the program, before any other import; move CPU work to
+    another process (here a process pool, in chapter 05 a Celery worker), and
+    run gunicorn with ONE gevent worker.
+"""
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request, send_from_directory, session
+from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
+
+# --8<-- [start:config]
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "5000"))
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
+# Unset: only pages served by this app may connect (python-engineio's same-origin default).
+ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o] or None
+# The most connections one process serves at once. eventlet's WSGI server caps them at
+# 1024 by default (eventlet.wsgi.DEFAULT_MAX_SIMULTANEOUS_REQUESTS) and gunicorn's gevent
+# worker at 1000 (--worker-connections): each websocket holds one slot for as long as it
+# lives, so the default would turn away client 1025 while the CPU idles. 10,000 is above
+# what one process on one core serves well (the load bench measures it), so the cap is a
+# safety net against runaway connections, not the limit you hit first.
+MAX_CLIENTS = int(os.environ.get("MAX_CLIENTS", "10000"))
+# The Socket.IO browser client, installed from npm (`npm ci` at the repository root).
+JS_CLIENT_DIR = Path(
+    os.environ.get("JS_CLIENT_DIR")
+    or Path(__file__).resolve().parents[2] / "node_modules" / "socket.io-client" / "dist"
+)
+
+MAX_NAME = 32
+MAX_ROOM = 32
+MAX_TEXT = 500
+# Processes for CPU-bound work (see cpu_pool()): all cores but one, which stays with the event loop.
+CPU_WORKERS = int(os.environ.get("CPU_WORKERS", max(1, (os.cpu_count() or 2) - 1)))
+CPU_WORKER_NICENESS = 10
+# slow_io and cpu_work accept 0 < seconds <= MAX_SECONDS: a client cannot book the server for an hour.
+MAX_SECONDS = 5
+# --8<-- [end:config]
+
+
+class BadPayload(ValueError):
+    """The reason a payload was refused; it is sent back to the sender as is."""
+
+
+def require(data, **limits):
+    """Return the payload's string fields, stripped, or raise BadPayload with the reason.
+
+    `limits` maps each required key to its maximum length: require(data, room=32).
+    """
+    if not isinstance(data, dict):
+        raise BadPayload("payload must be an object")
+    fields = {}
+    for key, max_length in limits.items():
+        if key not in data:
+            raise BadPayload(f"missing key '{key}'")
+        value = data[key]
+        if not isinstance(value, str):
+            raise BadPayload(f"'{key}' must be a string")
+        value = value.strip()
+        if not value:
+            raise BadPayload(f"'{key}' must not be empty")
+        if len(value) > max_length:
+            raise BadPayload(f"'{key}' is longer than {max_length} characters")
+        fields[key] = value
+    return fields
+
+
+def require_seconds(data):
+    """Return data["seconds"], a number with 0 < seconds <= MAX_SECONDS, or raise BadPayload."""
+    if not isinstance(data, dict):
+        raise BadPayload("payload must be an object")
+    if "seconds" not in data:
+        raise BadPayload("missing key 'seconds'")
+    seconds = data["seconds"]
+    # bool is an int in Python; `true` is not a duration.
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise BadPayload("'seconds' must be a number")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise BadPayload(f"'seconds' must be more than 0 and at most {MAX_SECONDS}")
+    return seconds
+
+
+def refuse(event, reason):
+    """Tell the sender, and only the sender, why its event was refused."""
+    emit("error", {"event": event, "reason": reason})
+    return {"ok": False, "reason": reason}
+
+
+# --8<-- [start:work]
+def wait_on_slow_io(seconds):
+    """Stand-in for a slow database query or HTTP call: a plain, blocking time.sleep.
+
+    Under threading it blocks only this handler's own thread. Under gevent and
+    eventlet it is cooperative only because run_gevent.py / run_eventlet.py
+    monkey patched `time` before this module was imported: the patched sleep
+    parks this greenlet and lets the event loop serve everybody else.
+    """
+    time.sleep(seconds)
+
+
+def burn_cpu(seconds):
+    """CPU-heavy work: a pure-Python loop that never waits on anything, for `seconds`."""
+    deadline = time.perf_counter() + seconds
+    spins = 0
+    while time.perf_counter() < deadline:
+        spins += 1
+    return spins
+
+
+# --8<-- [end:work]
+
+
+# --8<-- [start:offload]
+def cpu_pool():
+    """Worker processes for CPU-bound work: the one way that keeps the event loop free in every mode.
+
+    A greenlet only yields when it waits, and a pure-Python loop never waits:
+    run inline it freezes the event loop and every client with it
+    (antipatterns/02_cpu_bound_handler.py). A native thread (gevent's
+    threadpool, eventlet.tpool, or threading mode's own handler thread) is
+    not enough either: it shares the GIL, and every time the loop wants the
+    GIL back it waits up to the 5 ms switch interval (sys.getswitchinterval()),
+    several times per round trip; on this machine the loop fell 20 to 50 ms
+    behind at a time while the work ran. A process has its own interpreter and
+    GIL, and the calling greenlet waits for the result cooperatively.
+
+    "spawn", not the default "fork": a fork would copy the running event loop,
+    its locks and its sockets into the child; spawn starts a clean interpreter.
+    Chapter 05 moves this work out of the web process entirely, to a Celery worker.
+    """
+    context = multiprocessing.get_context("spawn")
+    # The workers run at a lower priority (nice +10): when the cores are short, the kernel
+    # gives the event loop, which every client waits on, the CPU first.
+    return ProcessPoolExecutor(
+        max_workers=CPU_WORKERS, mp_context=context, initializer=os.nice, initargs=(CPU_WORKER_NICENESS,)
+    )
+
+
+CPU_POOL = cpu_pool()
+
+
+def start_cpu_workers():
+    """Start the worker processes now, before any client connects.
+
+    The pool would start them on first use, but a spawned worker imports this
+    app anew: a second or more of CPU that would land on the event loop's core
+    in the middle of serving (it stalled pings by up to 240 ms here).
+    """
+    list(CPU_POOL.map(int, range(CPU_WORKERS)))
+
+
+# --8<-- [end:offload]
+
+
+def create_app(async_mode):
+    """The chat app under `async_mode`: returns (app, socketio)."""
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", os.urandom(16).hex())
+    # --8<-- [start:socketio]
+    socketio = SocketIO(app, async_mode=async_mode, cors_allowed_origins=ALLOWED_ORIGINS)
+    # --8<-- [end:socketio]
+
+    @app.get("/")
+    def index():
+        return render_template("index.html", instance=f"{INSTANCE_NAME} ({async_mode})")
+
+    @app.get("/vendor/socket.io.min.js")
+    def socketio_client_js():
+        return send_from_directory(JS_CLIENT_DIR, "socket.io.min.js")
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(
+            status="ok",
+            instance=INSTANCE_NAME,
+            async_mode=async_mode,
+            # Werkzeug, gevent's pywsgi, gunicorn, or eventlet.wsgi (which sets no SERVER_SOFTWARE).
+            server=request.environ.get("SERVER_SOFTWARE")
+            or ("eventlet.wsgi" if "eventlet.input" in request.environ else "unknown"),
+            max_clients=MAX_CLIENTS,
+        )
+
+    # The chapter 01 chat protocol, unchanged.
+    @socketio.on("join")
+    def on_join(data=None):
+        try:
+            fields = require(data, room=MAX_ROOM, name=MAX_NAME)
+        except BadPayload as bad:
+            return refuse("join", str(bad))
+        room, name = fields["room"], fields["name"]
+        session["name"] = name
+        join_room(room)
+        emit("system", {"room": room, "text": f"{name} joined {room}"}, to=room)
+        return {"ok": True, "room": room, "instance": INSTANCE_NAME}
+
+    @socketio.on("leave")
+    def on_leave(data=None):
+        try:
+            room = require(data, room=MAX_ROOM)["room"]
+        except BadPayload as bad:
+            return refuse("leave", str(bad))
+        if room not in rooms():
+            return refuse("leave", f"you are not in room '{room}'")
+        emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=room)
+        leave_room(room)
+        return {"ok": True, "room": room}
+
+    @socketio.on("message")
+    def on_message(data=None):
+        try:
+            fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
+        except BadPayload as bad:
+            return refuse("message", str(bad))
+        room = fields["room"]
+        if room not in rooms():
+            return refuse("message", f"join room '{room}' before writing to it")
+        emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=room)
+        return {"ok": True}
+
+    @socketio.on("disconnect")
+    def on_disconnect(reason=None):
+        for room in rooms():
+            if room != request.sid:
+                text = f"{session.get('name', 'someone')} left {room}"
+                emit("system", {"room": room, "text": text}, to=room, include_self=False)
+
+    # --8<-- [start:handlers]
+    @socketio.on("ping")
+    def on_ping(data=None):
+        # The round trip the tests and the load bench time: no work at all.
+        return {"ok": True}
+
+    @socketio.on("broadcast")
+    def on_broadcast(data=None):
+        try:
+            text = require(data, text=MAX_TEXT)["text"]
+        except BadPayload as bad:
+            return refuse("broadcast", str(bad))
+        # One emit with no `to`: python-socketio sends it to every client, the sender too.
+        socketio.emit("broadcast", {"text": text})
+        return {"ok": True}
+
+    @socketio.on("slow_io")
+    def on_slow_io(data=None):
+        try:
+            seconds = require_seconds(data)
+        except BadPayload as bad:
+            return refuse("slow_io", str(bad))
+        wait_on_slow_io(seconds)
+        return {"ok": True}
+
+    @socketio.on("cpu_work")
+    def on_cpu_work(data=None):
+        try:
+            seconds = require_seconds(data)
+        except BadPayload as bad:
+            return refuse("cpu_work", str(bad))
+        # Off the event loop, in a worker process (see cpu_pool()); chapter 05 uses Celery instead.
+        CPU_POOL.submit(burn_cpu, seconds).result()
+        return {"ok": True}
+
+    # --8<-- [end:handlers]
+    return app, socketio
+
+
+# --8<-- [start:serve]
+def serve(app, socketio):
+    """socketio.run with what each mode's server needs; its kwargs go to that server."""
+    options = {}
+    if socketio.async_mode == "eventlet":
+        # Passed through to eventlet.wsgi.server: the cap on simultaneous connections.
+        options["max_size"] = MAX_CLIENTS
+    if socketio.async_mode == "threading":
+        # Werkzeug's development server refuses to start outside a terminal without it:
+        # threading mode is for development and small apps. Production: gunicorn, below.
+        options["allow_unsafe_werkzeug"] = True
+    start_cpu_workers()
+    socketio.run(app, host=HOST, port=PORT, **options)
+
+
+# --8<-- [end:serve]
+
+
+if __name__ == "__main__":
+    serve(*create_app("threading"))

@@ -1,0 +1,28 @@
+"""gunicorn settings for chapter 02: `gunicorn -c gunicorn.conf.py wsgi:app` from this folder.
+
+The run contract holds: HOST, PORT and MAX_CLIENTS come from the environment.
+Flags on the command line win over this file (`-b 0.0.0.0:8000`).
+"""
+
+import os
+
+# --8<-- [start:gunicorn]
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+# The gevent worker: one process serves thousands of connections on greenlets, and it
+# monkey patches the standard library before it imports wsgi.py. WebSocket works
+# without gevent-websocket: python-engineio falls back to simple-websocket, which
+# takes the raw socket from gunicorn's WSGI environ ("gunicorn.socket").
+worker_class = "gevent"
+# ONE worker. gunicorn balances each HTTP request to any free worker, with no sticky
+# sessions, and Socket.IO's polling transport needs every request of a session to reach
+# the process that holds it (Flask-SocketIO's deployment docs: "it is not possible to use
+# more than one worker process"). Scale with more single-worker processes behind nginx's
+# sticky `ip_hash` and a Redis message queue: chapters 03 and 04.
+workers = 1
+# The gevent worker's cap on simultaneous connections (default 1000). Every websocket
+# holds one for its whole life; app.py's MAX_CLIENTS explains the 10000.
+worker_connections = int(os.environ.get("MAX_CLIENTS", "10000"))
+# No control socket (gunicorn 27's runtime-management socket, one fixed path per user):
+# several gunicorn instances on one machine would all claim the same path.
+control_socket_disable = True
+# --8<-- [end:gunicorn]
