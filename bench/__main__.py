@@ -1,0 +1,38 @@
+"""`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]` and `python -m bench 03 [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import async_modes, redis_scaling
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("chapter", choices=["02", "03"], help="which chapter's scenarios to run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts, under a minute: a smoke check, written to .lab/"
+    )
+    parser.add_argument("--max-clients", type=int, help="the largest step (default: 10,000; 4,000 for 03)")
+    parser.add_argument(
+        "--modes",
+        help=f"02 only, comma-separated (default: {','.join(async_modes.DEFAULT_MODES)}; "
+        f"all: {','.join(async_modes.MODES)})",
+    )
+    parser.add_argument("--out", help="where to write the JSON, plots and summary (default: docs/bench/)")
+    args = parser.parse_args(argv)
+
+    if args.chapter == "02":
+        modes = list(async_modes.MODES) if args.modes == "all" else (args.modes or "").split(",")
+        modes = [m.strip() for m in modes if m.strip()] or list(async_modes.DEFAULT_MODES)
+        record = async_modes.run(args.quick, args.max_clients, modes, args.out)
+        async_modes.print_targets(record)
+    else:
+        record = redis_scaling.run(args.quick, args.max_clients, args.out)
+        redis_scaling.print_targets(record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

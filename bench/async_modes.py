@@ -1,0 +1,451 @@
+"""Chapter 02 under load: threading, gevent and eventlet side by side, Node.js as the yardstick.
+
+For each mode it starts the chapter's server, then adds clients in steps
+(100, 500, 1,000, 2,000, 5,000, 10,000) and at each step measures:
+
+- broadcast latency: one client triggers a broadcast, every client (the sender
+  too) receives it; the next goes out once all have it. p50/p99 over all
+  deliveries of all rounds, in ms, from the trigger's send to each receipt.
+- deliveries per second: a burst of broadcasts sent back to back, every
+  delivery counted, divided by the time to the last one; the load client's
+  CPU per delivery is measured over the same burst.
+- server memory per connection: the RSS growth of the server's process tree
+  since it started, divided by the clients.
+
+A mode stops at the first step where a client fails to connect or a delivery
+is missing at the deadline, and the record says where and why. Then each app,
+correct and antipattern, answers `ping`s while another client runs `slow_io`
+and `cpu_work`: the longest round trip is how long everybody else waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import common, plots
+from lab.apps import start_app
+from lab.deps import require_binary
+from lab.loadclient import LoadClient, latency_summary, loopback_sources, raise_fd_limit
+from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
+
+CHAPTER_DIR = "chapters/02_async_modes"
+NODE_SERVER = REPO_ROOT / "bench" / "node_reference" / "server.js"
+
+
+@dataclass(frozen=True)
+class Server:
+    """One way to serve the chapter: a script (or a command run in its folder)."""
+
+    script: str
+    command: Callable[[int], list[str]] | None = None
+    # Handshakes in flight at once: Werkzeug's threads drop a large storm.
+    concurrency: int = 64
+    has_cpu_work: bool = True
+    # The documented failure is that it never starts serving (antipatterns/02_late_monkey_patch.py).
+    hangs_at_start: bool = False
+
+
+def _node(_port: int) -> list[str]:
+    return [require_binary("node"), str(NODE_SERVER)]
+
+
+def _gunicorn(_port: int) -> list[str]:
+    # The command the chapter documents, with this interpreter's gunicorn.
+    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+
+
+MODES: dict[str, Server] = {
+    "threading": Server(f"{CHAPTER_DIR}/run_threading.py", concurrency=16),
+    "gevent": Server(f"{CHAPTER_DIR}/run_gevent.py"),
+    "eventlet": Server(f"{CHAPTER_DIR}/run_eventlet.py"),
+    "gunicorn-gevent": Server(f"{CHAPTER_DIR}/wsgi.py", command=_gunicorn),
+    "node": Server("bench/node_reference/server.js", command=_node, has_cpu_work=False),
+}
+DEFAULT_MODES = ("threading", "gevent", "eventlet", "node")
+ANTIPATTERNS: dict[str, Server] = {
+    "antipattern: blocking sleep": Server("antipatterns/02_blocking_sleep.py"),
+    "antipattern: CPU-bound handler": Server("antipatterns/02_cpu_bound_handler.py"),
+    "antipattern: late monkey patch": Server("antipatterns/02_late_monkey_patch.py", hangs_at_start=True),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: tuple[int, ...]
+    rounds: int  # sequential broadcasts per step (latency)
+    burst_deliveries: int  # about this many deliveries per burst (throughput)
+    work_seconds: float  # how long slow_io / cpu_work run in the round-trip check
+    total_seconds: float  # the whole run's budget
+    mode_seconds: float  # one mode's load steps' budget
+    sources: int  # loopback source addresses to spread connections over
+
+
+FULL = Settings((100, 500, 1000, 2000, 5000, 10000), 10, 60_000, 1.0, 14 * 60, 180, 4)
+QUICK = Settings((20, 100, 200), 3, 2_000, 0.4, 60, 12, 2)
+
+
+def settings_for(quick: bool, max_clients: int | None) -> Settings:
+    base = QUICK if quick else FULL
+    if max_clients is None:
+        return base
+    steps = tuple(n for n in base.steps if n < max_clients) + (max_clients,)
+    return dataclasses.replace(base, steps=steps)
+
+
+def run(quick: bool, max_clients: int | None, modes: list[str], out: str | None) -> dict[str, Any]:
+    """Run every scenario for `modes`, write the JSON, plots and summary, and return the record."""
+    settings = settings_for(quick, max_clients)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise SystemExit(f"unknown mode(s) {unknown}; choose from {sorted(MODES)}")
+    fd_limit = raise_fd_limit()
+    record: dict[str, Any] = {
+        "chapter": "02",
+        "quick": quick,
+        "machine": common.machine_details(fd_limit),
+        "settings": settings.__dict__,
+        "modes": {},
+        "round_trips": {},
+    }
+    budget = common.Budget(settings.total_seconds)
+    apps = {**{m: MODES[m] for m in modes}, **ANTIPATTERNS}
+    total_steps = len(modes) * len(settings.steps) + len(apps)
+    env = {"MAX_CLIENTS": str(max(settings.steps) + 100)}
+    with (
+        LabBench(common.log_dir("02")) as bench,
+        tqdm(total=total_steps, desc="bench 02", unit="step", file=sys.stderr) as progress,
+    ):
+        for mode in modes:
+            mode_budget = common.Budget(min(settings.mode_seconds, budget.left()))
+            progress.set_postfix_str(mode)
+            record["modes"][mode] = _load_mode(bench, mode, MODES[mode], env, settings, mode_budget, progress)
+        for label, server in apps.items():
+            progress.set_postfix_str(label)
+            record["round_trips"][label] = _round_trip_check(bench, label, server, env, settings)
+            progress.update(1)
+    record["targets"] = targets(record, settings)
+    record["client_cost"] = client_cost(record)
+    out_dir = common.output_dir(quick, out)
+    common.write_json(out_dir / "02-async-modes.json", record)
+    plots.async_modes(record, out_dir)
+    (out_dir / "02-summary.md").write_text(summary_markdown(record))
+    return record
+
+
+# -- load steps ---------------------------------------------------------------------------------
+
+
+def _start(bench: LabBench, name: str, server: Server, env: dict[str, str], timeout: float = 60) -> Service:
+    return start_app(bench, server.script, name=name, env=env, command=server.command, timeout=timeout)
+
+
+def _load_mode(
+    bench: LabBench,
+    mode: str,
+    server: Server,
+    env: dict[str, str],
+    settings: Settings,
+    budget: common.Budget,
+    progress: tqdm,
+) -> dict[str, Any]:
+    try:
+        service = _start(bench, f"load-{mode}", server, env)
+    except (ServiceFailed, OSError) as exc:
+        progress.update(len(settings.steps))
+        return {"steps": [], "max_clients_ok": 0, "broke": {"clients": 0, "reason": f"did not start: {exc}"}}
+    try:
+        result = asyncio.run(_load_steps(service, server, settings, budget, progress))
+    finally:
+        service.stop()
+    passed = len(result["steps"]) - (1 if result["broke"] else 0)  # a broken step is recorded too
+    progress.update(len(settings.steps) - passed)
+    return result
+
+
+async def _load_steps(
+    service: Service, server: Server, settings: Settings, budget: common.Budget, progress: tqdm
+) -> dict[str, Any]:
+    base_rss = common.tree_rss(service.pid)
+    steps: list[dict[str, Any]] = []
+    broke: dict[str, Any] | None = None
+    max_ok = 0
+    fleet = LoadClient(
+        service.url, sources=loopback_sources(settings.sources), concurrency=server.concurrency
+    )
+    async with fleet:
+        for clients in settings.steps:
+            step, why = await _one_step(fleet, service, clients, base_rss, settings, budget)
+            steps.append(step)
+            if why:
+                broke = {"clients": clients, "reason": why, "connected": fleet.live}
+                log = service.log_text()
+                broke["server_errors"] = common.log_errors(log)
+                broke["server_log_tail"] = common.log_tail(log)
+                break
+            max_ok = clients
+            progress.update(1)
+    return {
+        "server_rss_at_start_mb": round(base_rss / 2**20, 1),
+        "max_clients_ok": max_ok,
+        "broke": broke,
+        "steps": steps,
+    }
+
+
+async def _one_step(
+    fleet: LoadClient,
+    service: Service,
+    clients: int,
+    base_rss: int,
+    settings: Settings,
+    budget: common.Budget,
+) -> tuple[dict[str, Any], str | None]:
+    """One step: connect up to `clients`, then latency rounds and a burst. Returns (record, why it broke)."""
+    step: dict[str, Any] = {"clients": clients}
+    if budget.spent():
+        return step, "stopped: this mode's time budget was spent before the step"
+    missing = clients - len(fleet.connections)
+    opened = await fleet.open(missing, timeout=min(budget.left(), 20 + clients * 0.01))
+    step["connect"] = {"seconds": round(opened.seconds, 2), "failed": opened.failed, "errors": opened.errors}
+    if opened.failed or not service.alive():
+        alive = "" if service.alive() else " (the server process died)"
+        return step, f"connection failures: {opened.failed} of {missing} new clients{alive}"
+    rss = common.tree_rss(service.pid)
+    step["server_rss_mb"] = round(rss / 2**20, 1)
+    step["memory_per_connection_kb"] = round((rss - base_rss) / clients / 1024, 1)
+
+    # Latency: one broadcast at a time, at least 2,000 deliveries/s or it counts as lost.
+    timeout = min(budget.left() + 5, 10 + clients * settings.rounds / 2000)
+    latency = await fleet.measure(settings.rounds, sequential=True, timeout=timeout)
+    step["latency"] = latency.as_dict()
+    if not latency.complete:
+        return step, _lost(latency.as_dict(), timeout)
+
+    # Throughput: a burst of broadcasts back to back.
+    burst_count = max(2, min(50, settings.burst_deliveries // clients))
+    timeout = min(budget.left() + 5, 10 + clients * burst_count / 2000)
+    burst = await fleet.measure(burst_count, sequential=False, timeout=timeout)
+    step["burst"] = burst.as_dict()
+    if not burst.complete:
+        return step, _lost(burst.as_dict(), timeout)
+    return step, None
+
+
+def _lost(report: dict[str, Any], timeout: float) -> str:
+    parts = [f"{report['lost']} of {report['expected']} deliveries missing after {timeout:.0f}s"]
+    if report["disorder"]:
+        parts.append(f"{report['disorder']} repeated or out of order")
+    if report["dropped"]:
+        parts.append(f"{report['dropped']} connections dropped")
+    return "lost deliveries: " + ", ".join(parts)
+
+
+# -- blocked vs cooperative round trips -----------------------------------------------------------
+
+
+def _round_trip_check(
+    bench: LabBench, label: str, server: Server, env: dict[str, str], settings: Settings
+) -> dict[str, Any]:
+    if not (REPO_ROOT / server.script).exists():
+        return {"skipped": f"{server.script} does not exist"}
+    # An app that hangs on purpose gets 15 s, several times what the others need to start.
+    timeout = 15 if server.hangs_at_start else 30
+    try:
+        service = _start(bench, "rtt-" + label.replace(":", "").replace(" ", "-"), server, env, timeout=timeout)
+    except (ServiceFailed, OSError) as exc:
+        expected = " (its documented symptom)" if server.hangs_at_start else ""
+        return {
+            "skipped": f"never started serving{expected}: " + str(exc).splitlines()[0],
+            "server_errors": common.log_errors(str(exc)),
+        }
+    try:
+        return {"script": server.script, **asyncio.run(_round_trips(service, server, settings.work_seconds))}
+    finally:
+        service.stop()
+
+
+async def _round_trips(service: Service, server: Server, seconds: float) -> dict[str, Any]:
+    """Ping round trips on one connection while another runs slow_io, then cpu_work, for `seconds`."""
+    async with LoadClient(service.url, concurrency=2) as fleet:
+        opened = await fleet.open(2, timeout=20)
+        if opened.failed:
+            return {"skipped": f"could not connect: {opened.errors}"}
+        worker, prober = fleet.connections
+        result: dict[str, Any] = {"work_seconds": seconds}
+        result["idle"] = latency_summary([await fleet.round_trip(prober) for _ in range(10)])
+        for work in ("slow_io", "cpu_work"):
+            if work == "cpu_work" and not server.has_cpu_work:
+                result[work] = None
+                continue
+            job = asyncio.create_task(fleet.call(worker, work, {"seconds": seconds}, timeout=seconds + 15))
+            # Ping until the work's own ack is back: the longest wait is the stall others felt.
+            trips: list[float] = []
+            deadline = time.monotonic() + seconds + 15
+            while not job.done() and time.monotonic() < deadline:
+                trips.append(await fleet.round_trip(prober, timeout=seconds + 15))
+            try:
+                ack = await job
+            except (TimeoutError, ConnectionError) as exc:
+                ack = f"{type(exc).__name__}: {exc}"
+            summary = latency_summary(trips)
+            stalled = (summary["max_ms"] or 0) >= 500 * seconds
+            result[work] = {**summary, "pings": len(trips), "ack": ack, "others_stalled": stalled}
+        return result
+
+
+# -- verdicts and summary -----------------------------------------------------------------------
+
+
+def _step(record: dict[str, Any], mode: str, clients: int) -> dict[str, Any] | None:
+    for step in record["modes"].get(mode, {}).get("steps", []):
+        if step["clients"] == clients:
+            return step
+    return None
+
+
+def _bursts(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (mode, step) for mode, data in record["modes"].items() for step in data["steps"] if "burst" in step
+    ]
+
+
+def client_cost(record: dict[str, Any]) -> dict[str, Any]:
+    """The load client's CPU per delivery in its hardest burst: the most deliveries per second."""
+    bursts = _bursts(record)
+    if not bursts:
+        return {"us_per_delivery": None}
+    mode, step = max(bursts, key=lambda b: b[1]["burst"]["deliveries_per_s"] or 0)
+    burst = step["burst"]
+    every = sorted(
+        b["burst"]["client_us_per_delivery"] for _, b in bursts if b["burst"]["client_us_per_delivery"]
+    )
+    return {
+        "us_per_delivery": burst["client_us_per_delivery"],
+        "measured_in": f"{mode}, {step['clients']} clients, {burst['deliveries_per_s']} deliveries/s",
+        "client_cpu_share": burst["client_cpu_share"],
+        "us_per_delivery_all_bursts_median": every[len(every) // 2] if every else None,
+    }
+
+
+def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """The chapter's claims, pass or fail (None: this run did not measure it)."""
+    found: list[dict[str, Any]] = []
+    gevent = record["modes"].get("gevent")
+    measured_10k = gevent is not None and 10000 in settings.steps
+    held = gevent["max_clients_ok"] if gevent else None
+    found.append(
+        {
+            "target": "gevent holds 10,000 clients with every message delivered",
+            "measured": f"{held} clients" if held is not None else None,
+            "pass": (held >= 10000) if measured_10k else None,
+        }
+    )
+    step = _step(record, "gevent", 2000)
+    p99 = step["latency"]["latency"]["p99_ms"] if step and "latency" in step else None
+    found.append(
+        {
+            "target": "gevent: broadcast p99 at 2,000 clients <= 150 ms",
+            "measured": f"{p99} ms" if p99 is not None else None,
+            "pass": (p99 <= 150) if p99 is not None else None,
+        }
+    )
+    cost = client_cost(record)["us_per_delivery"]
+    found.append(
+        {
+            "target": "the load client uses <= 10 µs of CPU per delivery in a burst",
+            "measured": f"{cost} µs" if cost is not None else None,
+            "pass": (cost <= 10) if cost is not None else None,
+        }
+    )
+    return found
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "not measured"}[passed]
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    """The tables the docs include (`--8<-- "docs/bench/02-summary.md"`): written by the bench only."""
+    m = record["machine"]
+    lines = [
+        f"<!-- Written by `python -m bench 02` on {m['date']}; do not edit by hand. -->",
+        "",
+        f"Measured on {m['cpu_model']} ({m['cores_logical']} cores, {m['ram_gb']} GB RAM), {m['os']}, "
+        f"Python {m['python']}, on {m['date'][:10]}; load average at start "
+        f"{', '.join(str(x) for x in m['load_average_at_start'])}."
+        + (" **Quick smoke run: small counts, not for publishing.**" if record["quick"] else ""),
+        "",
+    ]
+    rows = []
+    for mode, data in record["modes"].items():
+        best = max((s["burst"]["deliveries_per_s"] or 0 for s in data["steps"] if "burst" in s), default=None)
+        ok_step = _step(record, mode, data["max_clients_ok"]) or {}
+        broke = data["broke"]
+        rows.append(
+            [
+                mode,
+                f"{data['max_clients_ok']:,}",
+                f"{broke['clients']:,}: {broke['reason']}" if broke else "did not break",
+                _latency_cell(record, mode, 1000),
+                _latency_cell(record, mode, 2000),
+                f"{best:,}" if best else None,
+                ok_step.get("memory_per_connection_kb"),
+                sum(s[k]["disorder"] for s in data["steps"] for k in ("latency", "burst") if k in s),
+            ]
+        )
+    header = ["mode", "most clients, all delivered", "stopped at", "p50 / p99 at 1,000 (ms)"]
+    header += ["p50 / p99 at 2,000 (ms)", "best deliveries/s", "server KB per connection", "out of order"]
+    lines.append(common.markdown_table(header, rows))
+    lines.append("Round trips of `ping` while another client's `slow_io` / `cpu_work` runs:\n")
+    rows = []
+    for label, data in record["round_trips"].items():
+        if "skipped" in data:
+            rows.append([label, None, None, None, data["skipped"]])
+            continue
+        cells = [label, data["idle"]["p50_ms"]]
+        stalls = []
+        for work in ("slow_io", "cpu_work"):
+            work_data = data[work]
+            cells.append(work_data["max_ms"] if work_data else None)
+            if work_data and work_data["others_stalled"]:
+                stalls.append(work)
+        cells.append(("stalled by " + " and ".join(stalls)) if stalls else "stays responsive")
+        rows.append(cells)
+    seconds = record["settings"]["work_seconds"]
+    header = ["app", "idle p50 (ms)", f"longest during {seconds:g} s slow_io (ms)"]
+    header += [f"longest during {seconds:g} s cpu_work (ms)", "verdict"]
+    lines.append(common.markdown_table(header, rows))
+    cost = record["client_cost"]
+    lines.append(
+        f"The load client's own CPU: {cost.get('us_per_delivery')} µs per delivery in its hardest burst "
+        f"({cost.get('measured_in')}), median over all bursts "
+        f"{cost.get('us_per_delivery_all_bursts_median')} µs.\n"
+    )
+    lines.append(
+        common.markdown_table(
+            ["target", "measured", "verdict"],
+            [[t["target"], t["measured"], _verdict(t["pass"])] for t in record["targets"]],
+        )
+    )
+    return "\n".join(lines)
+
+
+def _latency_cell(record: dict[str, Any], mode: str, clients: int) -> str | None:
+    step = _step(record, mode, clients)
+    if not step or "latency" not in step:
+        return None
+    latency = step["latency"]["latency"]
+    return f"{latency['p50_ms']:.0f} / {latency['p99_ms']:.0f}" if latency["count"] else None
+
+
+def print_targets(record: dict[str, Any]) -> None:
+    for target in record["targets"]:
+        print(f"[{_verdict(target['pass']):>12}] {target['target']}: {target['measured']}")

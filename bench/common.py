@@ -1,0 +1,158 @@
+"""What every chapter's bench shares: machine details, process memory, deadlines, output files."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from lab.processes import REPO_ROOT
+
+DOCS_BENCH = REPO_ROOT / "docs" / "bench"
+QUICK_OUT = REPO_ROOT / ".lab" / "bench-quick"
+PACKAGES = (
+    "flask",
+    "flask-socketio",
+    "python-socketio",
+    "python-engineio",
+    "simple-websocket",
+    "gevent",
+    "eventlet",
+    "gunicorn",
+    "redis",
+    "websockets",
+)
+
+
+def machine_details(fd_limit: dict[str, Any]) -> dict[str, Any]:
+    """Everything a reader needs to compare a run with theirs, taken at the start of the run."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu_model": _cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "node": _command_output(["node", "--version"]),
+        "socket_io_node": _node_package_version("socket.io"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "fd_limit": fd_limit,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _command_output(argv: list[str]) -> str | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _node_package_version(name: str) -> str | None:
+    package = REPO_ROOT / "node_modules" / name / "package.json"
+    return json.loads(package.read_text())["version"] if package.exists() else None
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its children, in bytes (gunicorn has workers)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total
+
+
+@dataclass
+class Budget:
+    """A wall-clock allowance: scenarios ask it how long they may still wait."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def spent(self) -> bool:
+        return self.left() <= 0
+
+
+def output_dir(quick: bool, out: str | None) -> Path:
+    """docs/bench/ for a full run; a quick smoke run goes elsewhere so it never overwrites results."""
+    path = Path(out) if out else (QUICK_OUT if quick else DOCS_BENCH)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+
+
+def log_dir(chapter: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return REPO_ROOT / ".lab" / "bench-logs" / f"{chapter}-{stamp}"
+
+
+def log_tail(text: str, lines: int = 6) -> list[str]:
+    """The end of a server's log, kept in the record when a step breaks: the 'why'."""
+    return [line[:300] for line in text.splitlines()[-lines:]]
+
+
+def log_errors(text: str, most: int = 3) -> list[str]:
+    """The last distinct error lines of a server's log (an exception's last line, usually)."""
+    found: list[str] = []
+    for line in reversed(text.splitlines()):
+        if ("Error" in line or "error" in line) and not line.startswith(" ") and line not in found:
+            found.append(line[:300])
+            if len(found) == most:
+                break
+    return found[::-1]
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return "–" if value is None else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def say(message: str) -> None:
+    """Progress notes go to stderr, where tqdm draws its bar."""
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,173 @@
+"""The bench's figures, drawn from its JSON record with matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+# Plain numbers on log axes (1,000 rather than 10^3).
+PLAIN = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
+
+COLORS = {
+    "threading": "tab:orange",
+    "gevent": "tab:blue",
+    "eventlet": "tab:green",
+    "gunicorn-gevent": "tab:purple",
+    "node": "tab:gray",
+}
+
+
+def _figure(title: str, xlabel: str, ylabel: str, machine: dict[str, Any]):
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.text(
+        0.01,
+        0.01,
+        f"{machine['cpu_model']}, {machine['cores_logical']} cores, Python {machine['python']}, "
+        f"{machine['date'][:10]}",
+        fontsize=7,
+        color="gray",
+    )
+    return fig, ax
+
+
+def _plain_log(axis) -> None:
+    axis.set_major_formatter(PLAIN)
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _label(mode: str, data: dict[str, Any]) -> str:
+    broke = data.get("broke")
+    return f"{mode} (stopped at {broke['clients']:,})" if broke else mode
+
+
+def _series(data: dict[str, Any], pick) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for step in data["steps"]:
+        value = pick(step)
+        if value is not None:
+            xs.append(step["clients"])
+            ys.append(value)
+    return xs, ys
+
+
+def async_modes(record: dict[str, Any], out: Path) -> list[Path]:
+    """Chapter 02's figures: latency, deliveries/s, memory per connection, round trips."""
+    machine = record["machine"]
+    modes = record["modes"]
+    written = []
+
+    fig, ax = _figure("Broadcast latency (solid: p99, dashed: p50)", "clients", "ms", machine)
+    for mode, data in modes.items():
+        color = COLORS.get(mode)
+        for key, style in (("p99_ms", "-"), ("p50_ms", "--")):
+            xs, ys = _series(data, lambda s, key=key: _latency(s, key))
+            label = _label(mode, data) if key == "p99_ms" else None
+            ax.plot(xs, ys, style, marker="o", color=color, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_log(ax.xaxis)
+    _plain_log(ax.yaxis)
+    ax.legend()
+    written.append(out / "02-broadcast-latency.png")
+    _save(fig, written[-1])
+
+    fig, ax = _figure("Deliveries per second in a burst", "clients", "deliveries/s", machine)
+    for mode, data in modes.items():
+        xs, ys = _series(data, lambda s: s.get("burst", {}).get("deliveries_per_s"))
+        ax.plot(xs, ys, marker="o", color=COLORS.get(mode), label=_label(mode, data))
+    ax.set_xscale("log")
+    _plain_log(ax.xaxis)
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.legend()
+    written.append(out / "02-deliveries-per-second.png")
+    _save(fig, written[-1])
+
+    fig, ax = _figure("Server memory per connection (RSS growth / clients)", "clients", "KB", machine)
+    for mode, data in modes.items():
+        xs, ys = _series(data, lambda s: s.get("memory_per_connection_kb"))
+        ax.plot(xs, ys, marker="o", color=COLORS.get(mode), label=_label(mode, data))
+    ax.set_xscale("log")
+    _plain_log(ax.xaxis)
+    ax.legend()
+    written.append(out / "02-memory-per-connection.png")
+    _save(fig, written[-1])
+
+    written.append(out / "02-round-trips.png")
+    _round_trips(record, written[-1])
+    return written
+
+
+def _latency(step: dict[str, Any], key: str) -> float | None:
+    return step.get("latency", {}).get("latency", {}).get(key)
+
+
+def _round_trips(record: dict[str, Any], path: Path) -> None:
+    seconds = record["settings"]["work_seconds"]
+    rows = [(label, data) for label, data in record["round_trips"].items() if "skipped" not in data]
+    fig, ax = _figure(
+        f"Longest ping round trip while another client works for {seconds:g} s",
+        "ms (log)",
+        "",
+        record["machine"],
+    )
+    height = 0.38
+    for offset, work, color in ((-height / 2, "slow_io", "tab:blue"), (height / 2, "cpu_work", "tab:red")):
+        values = [(data[work] or {}).get("max_ms") or 0 for _, data in rows]
+        ax.barh([i + offset for i in range(len(rows))], values, height, color=color, label=f"during {work}")
+    ax.axvline(seconds * 1000, color="black", linestyle=":", label="the work's own duration")
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    _plain_log(ax.xaxis)
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def redis_scaling(record: dict[str, Any], out: Path) -> list[Path]:
+    """Chapter 03's figures: same- vs cross-instance latency, and deliveries/s per instance count."""
+    machine = record["machine"]
+    written = []
+
+    latency = record.get("latency", {})
+    labels = [label for label, data in latency.items() if data.get("latency", {}).get("count")]
+    fig, ax = _figure("Broadcast latency, 10 clients: p50 and p99", "", "ms", machine)
+    width = 0.38
+    for offset, key, color in ((-width / 2, "p50_ms", "tab:blue"), (width / 2, "p99_ms", "tab:red")):
+        values = [latency[label]["latency"][key] for label in labels]
+        ax.bar([i + offset for i in range(len(labels))], values, width, color=color, label=key[:3])
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.legend()
+    written.append(out / "03-cross-instance-latency.png")
+    _save(fig, written[-1])
+
+    fig, ax = _figure(
+        "Deliveries per second in a burst, by instance count", "instances", "deliveries/s", machine
+    )
+    for clients, series in record.get("throughput", {}).items():
+        points = [(int(n), run["burst"]["deliveries_per_s"]) for n, run in series.items() if "burst" in run]
+        if points:
+            xs, ys = zip(*sorted(points), strict=True)
+            ax.plot(xs, ys, marker="o", label=f"{int(clients):,} clients")
+    ax.set_xticks([1, 2, 3])
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.legend()
+    written.append(out / "03-throughput.png")
+    _save(fig, written[-1])
+    return written

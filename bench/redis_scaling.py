@@ -1,0 +1,260 @@
+"""Chapter 03 under load: what the Redis queue costs, and what more instances buy.
+
+- Latency at 10 clients: one gevent instance with no queue (chapter 02's
+  run_gevent.py, the yardstick), then two chapter 03 instances sharing Redis,
+  with the trigger sent to instance 1: its own clients (same instance: python-socketio
+  delivers to them directly, then publishes to Redis) and instance 2's clients
+  (cross instance, through Redis). p50/p99 from the trigger's send to each receipt.
+- Deliveries per second with 1, 2 and 3 instances at 1,000 and 4,000 clients,
+  spread evenly over the instances; a burst of broadcasts from a client of
+  instance 1 must reach every client of every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from bench import common, plots
+from lab.apps import start_app
+from lab.loadclient import LoadClient, loopback_sources, raise_fd_limit
+from lab.processes import LabBench, Service, ServiceFailed
+from lab.redis_server import start_redis
+
+CHAPTER = "chapters/03_redis_scaling/app.py"
+NO_QUEUE = "chapters/02_async_modes/run_gevent.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    latency_clients: int  # per instance, in the latency scenario
+    rounds: int
+    client_steps: tuple[int, ...]
+    instance_counts: tuple[int, ...]
+    burst_deliveries: int
+    total_seconds: float
+    sources: int
+
+
+FULL = Settings(10, 50, (1000, 4000), (1, 2, 3), 40_000, 10 * 60, 4)
+QUICK = Settings(10, 10, (100, 400), (1, 2, 3), 2_000, 60, 2)
+
+
+def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]:
+    settings = QUICK if quick else FULL
+    if max_clients:
+        steps = tuple(n for n in settings.client_steps if n < max_clients) + (max_clients,)
+        settings = Settings(**{**settings.__dict__, "client_steps": steps})
+    record: dict[str, Any] = {
+        "chapter": "03",
+        "quick": quick,
+        "machine": common.machine_details(raise_fd_limit()),
+        "settings": settings.__dict__,
+        "latency": {},
+        "throughput": {},
+    }
+    budget = common.Budget(settings.total_seconds)
+    with (
+        LabBench(common.log_dir("03")) as bench,
+        tqdm(total=1 + len(settings.instance_counts), desc="bench 03", unit="setup", file=sys.stderr) as bar,
+    ):
+        record["latency"] = _latency_scenarios(bench, settings)
+        bar.update(1)
+        for count in settings.instance_counts:
+            bar.set_postfix_str(f"{count} instance(s)")
+            for clients, result in _throughput(bench, count, settings, budget).items():
+                record["throughput"].setdefault(str(clients), {})[str(count)] = result
+            bar.update(1)
+    record["targets"] = targets(record, settings)
+    out_dir = common.output_dir(quick, out)
+    common.write_json(out_dir / "03-redis-scaling.json", record)
+    plots.redis_scaling(record, out_dir)
+    (out_dir / "03-summary.md").write_text(summary_markdown(record))
+    return record
+
+
+def _cluster(bench: LabBench, count: int, prefix: str) -> list[Service]:
+    redis = start_redis(bench, name=f"{prefix}-redis")
+    env = {"REDIS_URL": redis.url}
+    return [start_app(bench, CHAPTER, name=f"{prefix}-{i}", env=env, timeout=60) for i in range(1, count + 1)]
+
+
+def _stop(services: list[Service]) -> None:
+    for service in reversed(services):
+        service.stop()
+
+
+# -- latency at 10 clients ----------------------------------------------------------------------
+
+
+def _latency_scenarios(bench: LabBench, settings: Settings) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    try:
+        single = start_app(bench, NO_QUEUE, name="no-queue", timeout=60)
+    except ServiceFailed as exc:
+        results["one instance, no queue"] = {"skipped": str(exc)[:300]}
+    else:
+        report = asyncio.run(_latency([single.url], settings))
+        results["one instance, no queue"] = report["all"]
+        single.stop()
+    try:
+        cluster = _cluster(bench, 2, "latency")
+    except ServiceFailed as exc:
+        results["two instances"] = {"skipped": str(exc)[:300]}
+        return results
+    report = asyncio.run(_latency([s.url for s in cluster], settings))
+    results["same instance, with the queue"] = report["by_server"][0]
+    results["cross instance, via the queue"] = report["by_server"][1]
+    _stop(cluster)
+    return results
+
+
+async def _latency(urls: list[str], settings: Settings) -> dict[str, Any]:
+    """Sequential broadcasts from connection 0 (on urls[0]); latencies per server."""
+    async with LoadClient(urls) as fleet:
+        opened = await fleet.open(settings.latency_clients * len(urls), timeout=30)
+        if opened.failed:
+            failed = {"skipped": f"connection failures: {opened.errors}"}
+            return {"all": failed, "by_server": [failed] * len(urls)}
+        report = await fleet.measure(settings.rounds, sequential=True, timeout=30)
+        whole = report.as_dict()
+        per_server = [
+            {**whole, "latency": latency} for latency in report.latency_by_server or [report.latency]
+        ]
+        return {"all": whole, "by_server": per_server}
+
+
+# -- throughput with 1, 2, 3 instances ----------------------------------------------------------
+
+
+def _throughput(bench: LabBench, count: int, settings: Settings, budget: common.Budget) -> dict[int, Any]:
+    try:
+        cluster = _cluster(bench, count, f"x{count}")
+    except ServiceFailed as exc:
+        return {clients: {"skipped": str(exc)[:300]} for clients in settings.client_steps}
+    try:
+        share = common.Budget(budget.left() / max(1, 4 - count))
+        return asyncio.run(_throughput_steps(cluster, settings, share))
+    finally:
+        _stop(cluster)
+
+
+async def _throughput_steps(
+    cluster: list[Service], settings: Settings, budget: common.Budget
+) -> dict[int, Any]:
+    results: dict[int, Any] = {}
+    urls = [s.url for s in cluster]
+    async with LoadClient(urls, sources=loopback_sources(settings.sources)) as fleet:
+        for clients in settings.client_steps:
+            step: dict[str, Any] = {}
+            results[clients] = step
+            if budget.spent():
+                step["broke"] = "stopped: the time budget was spent before this step"
+                break
+            opened = await fleet.open(clients - len(fleet.connections), timeout=budget.left())
+            step["connect"] = {
+                "seconds": round(opened.seconds, 2),
+                "failed": opened.failed,
+                "errors": opened.errors,
+            }
+            if opened.failed:
+                step["broke"] = f"connection failures: {opened.failed}"
+                break
+            step["server_rss_mb"] = [round(common.tree_rss(s.pid) / 2**20, 1) for s in cluster]
+            count = max(2, min(50, settings.burst_deliveries // clients))
+            timeout = min(budget.left() + 5, 10 + clients * count / 2000)
+            burst = await fleet.measure(count, sequential=False, timeout=timeout)
+            step["burst"] = burst.as_dict()
+            if not burst.complete:
+                step["broke"] = f"lost deliveries: {burst.lost} of {burst.expected} after {timeout:.0f}s"
+                break
+    return results
+
+
+# -- verdicts and summary -----------------------------------------------------------------------
+
+
+def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    latency = record["latency"]
+    base = latency.get("one instance, no queue", {}).get("latency", {}).get("p50_ms")
+    cross = latency.get("cross instance, via the queue", {}).get("latency", {}).get("p50_ms")
+    added = round(cross - base, 3) if base is not None and cross is not None else None
+    found = [
+        {
+            "target": "the queue adds <= 1 ms to p50 at 10 clients (cross instance vs no queue)",
+            "measured": f"{added} ms" if added is not None else None,
+            "pass": (added <= 1.0) if added is not None else None,
+        }
+    ]
+    biggest = max(settings.client_steps)
+    runs = [series.get("2", {}) for series in record["throughput"].values()]
+    stopped = next((run["broke"] for run in runs if run.get("broke")), None)
+    run = record["throughput"].get(str(biggest), {}).get("2", {})
+    burst = run.get("burst")
+    found.append(
+        {
+            "target": f"two instances deliver every message to {biggest:,} clients",
+            "measured": f"{burst['delivered']:,} of {burst['expected']:,}" if burst else stopped,
+            "pass": False if stopped else (burst["lost"] == 0 if burst else None),
+        }
+    )
+    return found
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    m = record["machine"]
+    lines = [
+        f"<!-- Written by `python -m bench 03` on {m['date']}; do not edit by hand. -->",
+        "",
+        f"Measured on {m['cpu_model']} ({m['cores_logical']} cores, {m['ram_gb']} GB RAM), {m['os']}, "
+        f"Python {m['python']}, on {m['date'][:10]}; load average at start "
+        f"{', '.join(str(x) for x in m['load_average_at_start'])}."
+        + (" **Quick smoke run: small counts, not for publishing.**" if record["quick"] else ""),
+        "",
+    ]
+    rows = []
+    for label, data in record["latency"].items():
+        lat = data.get("latency", {})
+        rows.append([label, lat.get("count"), lat.get("p50_ms"), lat.get("p99_ms"), data.get("skipped")])
+    lines.append(
+        common.markdown_table(["broadcast to 10 clients", "deliveries", "p50 (ms)", "p99 (ms)", ""], rows)
+    )
+    rows = []
+    for clients, series in record["throughput"].items():
+        for count, run in sorted(series.items()):
+            burst = run.get("burst", {})
+            rows.append(
+                [
+                    f"{int(clients):,}",
+                    count,
+                    f"{burst['deliveries_per_s']:,}" if burst.get("deliveries_per_s") else None,
+                    f"{burst.get('delivered', 0):,} of {burst.get('expected', 0):,}" if burst else None,
+                    burst.get("disorder"),
+                    run.get("broke") or run.get("skipped") or "all delivered",
+                ]
+            )
+    lines.append(
+        common.markdown_table(
+            ["clients", "instances", "deliveries/s", "delivered", "out of order", "result"], rows
+        )
+    )
+    lines.append(
+        common.markdown_table(
+            ["target", "measured", "verdict"],
+            [
+                [t["target"], t["measured"], {True: "pass", False: "FAIL", None: "not measured"}[t["pass"]]]
+                for t in record["targets"]
+            ],
+        )
+    )
+    return "\n".join(lines)
+
+
+def print_targets(record: dict[str, Any]) -> None:
+    for target in record["targets"]:
+        verdict = {True: "pass", False: "FAIL", None: "not measured"}[target["pass"]]
+        print(f"[{verdict:>12}] {target['target']}: {target['measured']}")
