@@ -259,7 +259,9 @@ def _round_trip_check(
     # An app that hangs on purpose gets 15 s, several times what the others need to start.
     timeout = 15 if server.hangs_at_start else 30
     try:
-        service = _start(bench, "rtt-" + label.replace(":", "").replace(" ", "-"), server, env, timeout=timeout)
+        service = _start(
+            bench, "rtt-" + label.replace(":", "").replace(" ", "-"), server, env, timeout=timeout
+        )
     except (ServiceFailed, OSError) as exc:
         expected = " (its documented symptom)" if server.hangs_at_start else ""
         return {
