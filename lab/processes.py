@@ -141,6 +141,10 @@ class LabBench:
                 return service
             except ServiceFailed:
                 if attempt < attempts and "in use" in service.log_text():
+                    # Lost the race for the port: keep that attempt's log apart, so the
+                    # service's own log holds only the run that counts.
+                    self.services.remove(service)
+                    service.log_path.rename(service.log_path.with_suffix(f".port-{chosen}-taken.log"))
                     continue
                 raise
         raise AssertionError("unreachable")

