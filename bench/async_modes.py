@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import socketio
 from tqdm import tqdm
 
 from bench import common, plots
@@ -131,8 +134,10 @@ def run(quick: bool, max_clients: int | None, modes: list[str], out: str | None)
             progress.set_postfix_str(label)
             record["round_trips"][label] = _round_trip_check(bench, label, server, env, settings)
             progress.update(1)
+        progress.set_postfix_str("python-socketio's client")
+        reference = reference_client_cost(bench, env, quick)
     record["targets"] = targets(record, settings)
-    record["client_cost"] = client_cost(record)
+    record["client_cost"] = {**client_cost(record), "python_socketio_client": reference}
     out_dir = common.output_dir(quick, out)
     common.write_json(out_dir / "02-async-modes.json", record)
     plots.async_modes(record, out_dir)
@@ -174,6 +179,7 @@ async def _load_steps(
     service: Service, server: Server, settings: Settings, budget: common.Budget, progress: tqdm
 ) -> dict[str, Any]:
     base_rss = common.tree_rss(service.pid)
+    base_fds = common.tree_fds(service.pid)
     steps: list[dict[str, Any]] = []
     broke: dict[str, Any] | None = None
     max_ok = 0
@@ -182,7 +188,7 @@ async def _load_steps(
     )
     async with fleet:
         for clients in settings.steps:
-            step, why = await _one_step(fleet, service, clients, base_rss, settings, budget)
+            step, why = await _one_step(fleet, service, clients, (base_rss, base_fds), settings, budget)
             steps.append(step)
             if why:
                 broke = {"clients": clients, "reason": why, "connected": fleet.live}
@@ -204,7 +210,7 @@ async def _one_step(
     fleet: LoadClient,
     service: Service,
     clients: int,
-    base_rss: int,
+    base: tuple[int, int],
     settings: Settings,
     budget: common.Budget,
 ) -> tuple[dict[str, Any], str | None]:
@@ -218,9 +224,12 @@ async def _one_step(
     if opened.failed or not service.alive():
         alive = "" if service.alive() else " (the server process died)"
         return step, f"connection failures: {opened.failed} of {missing} new clients{alive}"
+    base_rss, base_fds = base
     rss = common.tree_rss(service.pid)
     step["server_rss_mb"] = round(rss / 2**20, 1)
     step["memory_per_connection_kb"] = round((rss - base_rss) / clients / 1024, 1)
+    # What `ulimit -n` a server needs: under gevent, simple-websocket adds a selector per websocket.
+    step["fds_per_connection"] = round((common.tree_fds(service.pid) - base_fds) / clients, 2)
 
     # Latency: one broadcast at a time, at least 2,000 deliveries/s or it counts as lost.
     timeout = min(budget.left() + 5, 10 + clients * settings.rounds / 2000)
@@ -303,6 +312,50 @@ async def _round_trips(service: Service, server: Server, seconds: float) -> dict
         return result
 
 
+# -- why the bench has its own client -----------------------------------------------------------
+
+
+def reference_client_cost(bench: LabBench, env: dict[str, str], quick: bool) -> dict[str, Any]:
+    """python-socketio's own client on the gevent app, measured like the load client: CPU per delivery.
+
+    It runs after every asyncio measurement, alone in this process, so process_time is its own.
+    """
+    clients, broadcasts = (10, 10) if quick else (50, 40)
+    expected = clients * broadcasts
+    try:
+        service = _start(bench, "reference-client-gevent", MODES["gevent"], env)
+    except (ServiceFailed, OSError) as exc:
+        return {"skipped": "did not start: " + str(exc).splitlines()[0]}
+    received = itertools.count(1)
+    all_in = threading.Event()
+
+    def on_broadcast(_data: Any) -> None:
+        if next(received) == expected:
+            all_in.set()
+
+    fleet = [socketio.Client(reconnection=False) for _ in range(clients)]
+    try:
+        for client in fleet:
+            client.on("broadcast", on_broadcast)
+            client.connect(service.url, transports=["websocket"], wait_timeout=10)
+        cpu_started = time.process_time()
+        for i in range(broadcasts):
+            fleet[0].emit("broadcast", {"text": f"reference {i}"})
+        complete = all_in.wait(timeout=60)
+        cpu = time.process_time() - cpu_started
+    finally:
+        service.stop()  # first: a client whose server is gone disconnects at once
+        for client in fleet:
+            client.disconnect()
+    delivered = next(received) - 1
+    return {
+        "clients": clients,
+        "deliveries": delivered,
+        "complete": complete,
+        "us_per_delivery": round(cpu / max(1, delivered) * 1e6, 2),
+    }
+
+
 # -- verdicts and summary -----------------------------------------------------------------------
 
 
@@ -382,7 +435,8 @@ def summary_markdown(record: dict[str, Any]) -> str:
         "",
         f"Measured on {m['cpu_model']} ({m['cores_logical']} cores, {m['ram_gb']} GB RAM), {m['os']}, "
         f"Python {m['python']}, on {m['date'][:10]}; load average at start "
-        f"{', '.join(str(x) for x in m['load_average_at_start'])}."
+        f"{', '.join(str(x) for x in m['load_average_at_start'])}; open-files limit "
+        f"{m['fd_limit']['soft']:,} (hard {m['fd_limit']['hard']:,}) for the servers and the client."
         + (" **Quick smoke run: small counts, not for publishing.**" if record["quick"] else ""),
         "",
     ]
@@ -400,11 +454,13 @@ def summary_markdown(record: dict[str, Any]) -> str:
                 _latency_cell(record, mode, 2000),
                 f"{best:,}" if best else None,
                 ok_step.get("memory_per_connection_kb"),
+                ok_step.get("fds_per_connection"),
                 sum(s[k]["disorder"] for s in data["steps"] for k in ("latency", "burst") if k in s),
             ]
         )
     header = ["mode", "most clients, all delivered", "stopped at", "p50 / p99 at 1,000 (ms)"]
-    header += ["p50 / p99 at 2,000 (ms)", "best deliveries/s", "server KB per connection", "out of order"]
+    header += ["p50 / p99 at 2,000 (ms)", "best deliveries/s", "server KB per connection"]
+    header += ["server file descriptors per connection", "out of order"]
     lines.append(common.markdown_table(header, rows))
     lines.append("Round trips of `ping` while another client's `slow_io` / `cpu_work` runs:\n")
     rows = []
@@ -429,8 +485,16 @@ def summary_markdown(record: dict[str, Any]) -> str:
     lines.append(
         f"The load client's own CPU: {cost.get('us_per_delivery')} µs per delivery in its hardest burst "
         f"({cost.get('measured_in')}), median over all bursts "
-        f"{cost.get('us_per_delivery_all_bursts_median')} µs.\n"
+        f"{cost.get('us_per_delivery_all_bursts_median')} µs."
     )
+    reference = cost.get("python_socketio_client") or {}
+    if reference.get("us_per_delivery") is not None:
+        lines.append(
+            f"For comparison, python-socketio's own client, measured the same way on the gevent app "
+            f"({reference['clients']} clients, {reference['deliveries']:,} deliveries): "
+            f"{reference['us_per_delivery']} µs per delivery."
+        )
+    lines.append("")
     lines.append(
         common.markdown_table(
             ["target", "measured", "verdict"],

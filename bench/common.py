@@ -31,7 +31,6 @@ PACKAGES = (
     "eventlet",
     "gunicorn",
     "redis",
-    "websockets",
 )
 
 
@@ -93,6 +92,20 @@ def tree_rss(pid: int) -> int:
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += proc.memory_info().rss
+    return total
+
+
+def tree_fds(pid: int) -> int:
+    """Open file descriptors of a process and all its children (sockets, selectors, pipes)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.num_fds()
     return total
 
 

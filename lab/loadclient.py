@@ -1,9 +1,10 @@
 """A lean load client: thousands of Socket.IO connections from one asyncio process.
 
-python-socketio's own client costs about 80 µs of CPU per received message, so a
-bench built on it would measure the client. This one speaks just enough
-Engine.IO v4 / Socket.IO v5 over the pinned `websockets` library to connect,
-answer heartbeats, emit with acks and count `broadcast` deliveries, at a few µs each:
+python-socketio's own client costs many times more CPU per received message (the
+chapter 02 bench measures both), so a bench built on it would measure the client.
+This one speaks just enough Engine.IO v4 / Socket.IO v5 over a hand-rolled WebSocket
+client (RFC 6455, no extensions, no dependency) to connect, answer heartbeats, emit
+with acks and count `broadcast` deliveries:
 
     open       GET /socket.io/?EIO=4&transport=websocket -> server: 0{"sid": .., "pingInterval": ..}
     connect    client: 40                                -> server: 40{"sid": ..}
@@ -16,17 +17,30 @@ send time of its trigger, on one clock. Per connection it checks that sequence
 numbers only go up (exactly once, in order); per broadcast it counts deliveries
 against the connections that were open when it was sent (none lost).
 
+What a delivery costs. All sockets sit in one epoll set (Linux) read by one event-loop
+callback, each read is cut into frames in one loop, and in a burst sockets are read at
+most every millisecond (BURST_READ_INTERVAL), so a delivery costs a share of one recv()
+plus a few slices and counters. The bench records the client's own CPU per delivery in
+every burst (`client_cost` in docs/bench/02-async-modes.json), so the client is shown
+not to be the bottleneck. Neither the `websockets` library (a frame object and a
+callback per frame) nor uvloop (the loop wakes about once a millisecond in a burst)
+came close, when we measured them.
+
 Traffic goes to 127.0.0.0/8 only, and every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
+import hashlib
 import ipaddress
 import itertools
 import json
+import os
 import resource
+import select
+import socket
 import time
 from array import array
 from collections import Counter
@@ -36,12 +50,17 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.frames import Frame, Opcode
-
 BROADCAST_PREFIX = b'42["broadcast",'
 SEQ_MARK = b"#"
-READ_SIZE = 64 * 1024
+# In a burst (measure(sequential=False)) sockets are read at most this often: each pass then
+# finds many sockets with data, so the event loop wakes ~1,000 times a second instead of once
+# per few deliveries, and a delivery costs a third less CPU. A burst's latencies (tens of ms
+# and up) read up to this much late; one-at-a-time rounds read at once, so theirs are exact.
+BURST_READ_INTERVAL = 0.001
+READ_SIZE = 64 * 1024  # per recv(): Socket.IO frames here are tiny; a larger buffer costs more to allocate
+HANDSHAKE_PATH = "/socket.io/?EIO=4&transport=websocket"
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+MAX_RESPONSE_HEAD = 16 * 1024
 
 
 def loopback_sources(count: int) -> tuple[str, ...]:
@@ -49,12 +68,24 @@ def loopback_sources(count: int) -> tuple[str, ...]:
     return tuple(f"127.0.{i}.1" for i in range(count))
 
 
-def raise_fd_limit() -> dict[str, Any]:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit, and say what it is now (and why not, if not).
+# Under gevent every websocket costs the server two descriptors (simple-websocket keeps a
+# duplicate of the socket), so 10,000 clients need more than 20,000.
+WANTED_FDS = 65_536
 
-    Children started afterwards (the servers under test) inherit the raised limit.
+
+def raise_fd_limit() -> dict[str, Any]:
+    """Raise RLIMIT_NOFILE as far as allowed, and say what it is now (and why not, if not).
+
+    The soft limit goes up to the hard limit; the hard limit itself only with privilege
+    (root, or CAP_SYS_RESOURCE). Children started afterwards (the servers) inherit it.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < WANTED_FDS:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, WANTED_FDS))
+            hard = WANTED_FDS
+        except (ValueError, OSError):
+            pass  # unprivileged: the hard limit stays, and the report below says what it is
     # An unlimited hard limit is still capped by the kernel's nr_open.
     target = hard if hard != resource.RLIM_INFINITY else 1_048_576
     report: dict[str, Any] = {"soft_before": soft, "hard": hard}
@@ -75,10 +106,10 @@ def require_loopback(host: str) -> None:
         raise ValueError(f"{host} is not a loopback address; the load client only talks to 127.0.0.0/8")
 
 
-def _websocket_url(url: str) -> str:
+def _server_address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     require_loopback(parts.hostname or "")
-    return f"ws://{parts.hostname}:{parts.port}/socket.io/?EIO=4&transport=websocket"
+    return parts.hostname or "", parts.port or 80
 
 
 def latency_summary(latencies: Any) -> dict[str, float | int | None]:
@@ -93,47 +124,236 @@ def latency_summary(latencies: Any) -> dict[str, float | int | None]:
     return {"count": len(ordered), "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0)}
 
 
-class LeanConnection(ClientConnection):
-    """One Socket.IO connection. Once its fleet is set, each text frame goes straight to the
-    fleet's `on_packet`: no message queue and no task wake-up per message, which is most of
-    what a `recv()` loop costs."""
+def websocket_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One final client frame (RFC 6455 section 5.2), masked with an all-zero key.
 
-    fleet: LoadClient | None = None
-    index = -1
-    latencies: array
-    sid = ""
-    last_seq = -1
-    alive = True
-    pending: dict[int, asyncio.Future]
-    joined: asyncio.Future
-    events: list[tuple[str, Any]]
-    _fragments: list[bytes] | None = None
+    Clients must mask (section 5.3) and every server checks the mask bit, but a zero key leaves
+    the payload as it is: no XOR in Python. The RFC asks for an unpredictable key so that a
+    client's crafted bytes cannot poison the caches of intermediaries that misread the
+    stream; on loopback, to our own servers, there are none.
+    """
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 0x10000:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
 
-    def process_event(self, event: Frame) -> None:
-        fleet = self.fleet
-        if fleet is None:  # the handshake: recv() reads the Engine.IO open packet
-            super().process_event(event)
-            return
-        opcode = event.opcode
-        if opcode is Opcode.TEXT:
-            if event.fin:
-                fleet.on_packet(self, event.data)
+
+def _accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())
+
+
+class LeanConnection:
+    """One Socket.IO connection over a hand-rolled WebSocket client (RFC 6455, no extensions).
+
+    Its socket is read by the fleet (`LoadClient._drain`), which hands each read to
+    `data_received`. After the HTTP upgrade, a read is cut into frames in one loop and each text
+    message goes straight to the fleet's `on_packet`: no frame objects, no message queue and no
+    task wake-up per message, which is what a general-purpose WebSocket library spends its time on.
+    """
+
+    def __init__(
+        self, fleet: LoadClient, index: int, sock: socket.socket, host: str, port: int, latencies: array
+    ):
+        self.fleet = fleet
+        self.index = index
+        self.latencies = latencies
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.closed = False
+        self.sid = ""
+        self.last_seq = -1
+        self.alive = True
+        self.pending: dict[int, asyncio.Future] = {}
+        self.events: list[tuple[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[bytes] = loop.create_future()  # the Engine.IO open packet
+        self.joined: asyncio.Future[dict] = loop.create_future()  # the namespace's 40{"sid": ..}
+        self._host = host if ":" not in host else f"[{host}]"
+        self._port = port
+        self._key = base64.b64encode(os.urandom(16))
+        self._upgraded = False
+        self._ready = False  # the open packet is in: packets go to the fleet
+        self._buffer = bytearray()  # an incomplete frame (or response head), kept between reads
+        self._need = 0  # bytes the buffer must hold before it is worth parsing again
+        self._fragments: list[bytes] | None = None  # a fragmented text message being assembled
+        self._unsent = bytearray()  # what the socket would not take yet
+
+    def start(self) -> None:
+        """Ask for the upgrade; the answer comes through `data_received` like everything after it."""
+        self._write(
+            f"GET {HANDSHAKE_PATH} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {self._key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    # --8<-- [start:frames]
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return  # a large frame still arriving: parse it once, when it is all here
+            data = bytes(buffer)
+            buffer.clear()
+        if not self._upgraded:
+            data = self._upgrade(data)
+            if not data:
+                return
+        # Server frames are unmasked: byte 0 is FIN and the opcode, byte 1 the length (126: a
+        # 2-byte length follows, 127: an 8-byte one), then the payload. A read holds many.
+        self._need = 0
+        end = len(data)
+        pos = 0
+        ready = self._ready
+        on_packet = self.fleet.on_packet
+        while pos + 2 <= end:
+            head = data[pos]
+            start = pos + 2
+            size = data[pos + 1]
+            if size >= 126:
+                if size == 126:
+                    start += 2
+                elif size == 127:
+                    start += 8
+                else:
+                    self._protocol_error("a masked frame from the server")
+                    return
+                if start > end:
+                    break
+                size = int.from_bytes(data[pos + 2 : start], "big")
+            stop = start + size
+            if stop > end:
+                self._need = stop - pos
+                break
+            pos = stop
+            if head == 0x81 and ready:  # a final text frame: one Engine.IO packet
+                on_packet(self, data[start:stop])
             else:
-                self._fragments = [event.data]
-        elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments.append(event.data)
-            if event.fin:
-                data, self._fragments = b"".join(self._fragments), None
-                fleet.on_packet(self, data)
-        elif opcode is Opcode.BINARY:
-            fleet.unexpected += 1
-        else:  # close, ping and pong frames: the websockets protocol answers them
-            super().process_event(event)
+                self._on_frame(head, data[start:stop])
+                if self.closed:
+                    return
+                ready = self._ready
+        if pos < end:
+            buffer += data[pos:]  # compacted once per read, not per frame
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.fleet is not None:
+    # --8<-- [end:frames]
+
+    # -- the rare paths ------------------------------------------------------------------------
+
+    def _upgrade(self, data: bytes) -> bytes:
+        """Check the server's 101 answer; return what follows it (frames), b"" until it is all in."""
+        head_end = data.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(data) > MAX_RESPONSE_HEAD:
+                self._protocol_error("no end to the HTTP response head")
+            else:
+                self._buffer += data
+                self._need = len(data) + 1
+            return b""
+        status, *lines = data[:head_end].decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status.split(" ", 2)[1:2] != ["101"]:
+            self._protocol_error(f"the server refused the upgrade: {status!r:.80}")
+        elif headers.get("sec-websocket-accept", "").encode() != _accept_key(self._key):
+            self._protocol_error("wrong Sec-WebSocket-Accept")
+        else:
+            self._upgraded = True
+            return data[head_end + 4 :]
+        return b""
+
+    def _on_frame(self, head: int, payload: bytes) -> None:
+        opcode = head & 0x0F
+        if opcode == 0x1:  # text: before the open packet, or the first of a fragmented message
+            if head & 0x80:
+                self._on_message(payload)
+            else:
+                self._fragments = [payload]
+        elif opcode == 0x0:  # a continuation (of a binary message, if no text is being assembled)
+            if self._fragments is not None:
+                self._fragments.append(payload)
+                if head & 0x80:
+                    message, self._fragments = b"".join(self._fragments), None
+                    self._on_message(message)
+        elif opcode == 0x9:  # a ping: answer with a pong carrying the same payload
+            self._write(websocket_frame(payload, 0xA))
+        elif opcode == 0x8:  # the server closes: for the bench, a lost connection
+            self.abort("the server sent a close frame")
+        elif opcode != 0xA:  # binary (Socket.IO attachments): never sent to this client
+            self.fleet.unexpected += 1
+
+    def _on_message(self, message: bytes) -> None:
+        if self._ready:
+            self.fleet.on_packet(self, message)
+        elif message[:2] == b"0{":  # 0{"sid":..}: the server sends nothing else until we join
+            self._ready = True
+            self.opened.set_result(message)
+        else:
+            self._protocol_error(f"expected an Engine.IO open packet, got {message!r:.80}")
+
+    def _protocol_error(self, what: str) -> None:
+        if self.opened.done():
+            self.fleet.unexpected += 1
+        else:
+            self.opened.set_exception(ConnectionError(what))
+        self.abort(what)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Send one Engine.IO packet as a text frame: written now, no await needed."""
+        if not self.alive:
+            raise ConnectionError("the connection is closed")
+        self._write(websocket_frame(text.encode()))
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self._unsent:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.abort(f"send failed: {exc}")
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+            asyncio.get_running_loop().add_writer(self.fd, self._flush)
+        self._unsent += data
+
+    def _flush(self) -> None:
+        try:
+            sent = self.sock.send(self._unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.abort(f"send failed: {exc}")
+            return
+        del self._unsent[:sent]
+        if not self._unsent:
+            asyncio.get_running_loop().remove_writer(self.fd)
+
+    def abort(self, why: str = "aborted") -> None:
+        """Close the socket now (no close handshake) and report the loss once."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._unsent:
+            asyncio.get_running_loop().remove_writer(self.fd)
+        self.fleet.forget(self)
+        self.sock.close()
+        if self._ready:
             self.fleet.on_lost(self)
+        elif not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"connection lost during the handshake: {why}"))
 
 
 @dataclass
@@ -161,6 +381,7 @@ class DeliveryReport:
     disorder: int  # deliveries that came after a later broadcast (or twice) on one connection
     dropped: int  # connections lost while it ran
     latency_by_server: list[dict[str, float | int | None]] = field(default_factory=list)
+    read_interval: float = 0.0  # sockets read at most this often: latencies may read up to this late
 
     @property
     def lost(self) -> int:
@@ -187,6 +408,7 @@ class DeliveryReport:
             # Above 1.0 the client would be the bottleneck: it used all of one core.
             "client_cpu_share": round(self.client_cpu_seconds / self.seconds, 3) if self.seconds else None,
             "latency": self.latency,
+            "read_interval_ms": self.read_interval * 1000,
             **({"latency_by_server": self.latency_by_server} if len(self.latency_by_server) > 1 else {}),
         }
 
@@ -214,7 +436,7 @@ class LoadClient:
         answer_heartbeats: bool = True,
         text_padding: int = 0,
     ):
-        self.ws_urls = [_websocket_url(one) for one in ([url] if isinstance(url, str) else url)]
+        self.servers = [_server_address(one) for one in ([url] if isinstance(url, str) else url)]
         for source in sources:
             require_loopback(source)
         self.sources = sources
@@ -226,7 +448,10 @@ class LoadClient:
         self.padding = "." * text_padding
         self.connections: list[LeanConnection] = []  # joined the namespace, in order
         self._opened: list[LeanConnection] = []  # every websocket opened, to abort at close()
-        self._tasks: set[asyncio.Task] = set()
+        self._by_fd: dict[int, LeanConnection] = {}
+        self._epoll: select.epoll | None = None  # every connection's socket, read by _drain
+        self._read_interval = 0.0  # > 0: after a read, wait this long before the next (a burst)
+        self._reading = False  # the epoll fd is registered with the event loop
         self._ack_ids = itertools.count()
         self._indexes = itertools.count()
         # Broadcast bookkeeping, indexed by sequence number.
@@ -234,7 +459,7 @@ class LoadClient:
         self.expected: list[int] = []
         self.delivered = array("q")
         # One array per server: a delivery's latency goes to its connection's server's array.
-        self.latencies = [array("d") for _ in self.ws_urls]
+        self.latencies = [array("d") for _ in self.servers]
         self.last_delivery_at = 0.0
         self.disorder = 0
         self.dropped = 0
@@ -277,48 +502,92 @@ class LoadClient:
         return ConnectReport(count, connected, time.perf_counter() - started, dict(errors))
 
     async def _connect_one(self, index: int) -> LeanConnection:
-        servers = len(self.ws_urls)
+        servers = len(self.servers)
+        host, port = self.servers[index % servers]
         source = self.sources[(index // servers) % len(self.sources)]
-        conn = await connect(
-            self.ws_urls[index % servers],
-            create_connection=LeanConnection,
-            compression=None,  # permessage-deflate would cost more CPU than everything else
-            proxy=None,
-            ping_interval=None,  # Engine.IO has its own heartbeat (packets 2 and 3)
-            open_timeout=None,  # the caller's deadline applies
-            close_timeout=1,
-            user_agent_header=None,
-            local_addr=(source, 0),
-        )
-        self._opened.append(conn)
-        # asyncio reads with recv(256 KiB); a buffer that size costs ~35 µs per read on Linux
-        # (glibc maps fresh pages for it), more than everything else a delivery costs. Socket.IO
-        # frames here are tiny, so 64 KiB loses nothing.
-        if hasattr(conn.transport, "max_size"):
-            conn.transport.max_size = READ_SIZE
-        opening = await conn.recv()  # 0{"sid":..}: the server sends nothing else until we join
-        if not isinstance(opening, str) or not opening.startswith("0{"):
-            raise ConnectionError(f"expected an Engine.IO open packet, got {opening!r:.80}")
-        conn.index = index
-        conn.latencies = self.latencies[index % servers]
-        conn.pending = {}
-        conn.events = []
-        conn.joined = asyncio.get_running_loop().create_future()
-        conn.fleet = self  # from here on every packet goes to on_packet
-        await conn.send("40")
-        conn.sid = (await conn.joined).get("sid", "")
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        conn: LeanConnection | None = None
+        try:
+            # The caller's deadline bounds all of it: TCP connect, upgrade, open packet, join.
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports do
+            sock.bind((source, 0))
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            conn = LeanConnection(self, index, sock, host, port, self.latencies[index % servers])
+            self._opened.append(conn)
+            self._watch(conn)
+            conn.start()
+            await conn.opened  # the upgrade and 0{"sid": ..}
+            conn.send("40")
+            conn.sid = (await conn.joined).get("sid", "")
+        except BaseException:
+            if conn is None:
+                sock.close()
+            else:
+                conn.opened.cancel()  # nobody waits on these any more
+                conn.joined.cancel()
+                conn.abort("gave up connecting")
+            raise
         return conn
 
-    # -- receiving (called by the event loop for every packet) --------------------------------
+    def _watch(self, conn: LeanConnection) -> None:
+        if self._epoll is None:
+            self._epoll = select.epoll()
+            self._resume_reading()
+        self._by_fd[conn.fd] = conn
+        self._epoll.register(conn.fd, select.EPOLLIN)
+
+    def forget(self, conn: LeanConnection) -> None:
+        """Stop reading a connection's socket (before it is closed, so its fd is not reused yet)."""
+        if self._by_fd.pop(conn.fd, None) is conn and self._epoll is not None:
+            self._epoll.unregister(conn.fd)
+
+    def _drain(self) -> None:
+        """Read every socket that has data, in one event-loop callback.
+
+        The connections' sockets sit in one epoll set of our own, and only that set's fd is
+        registered with the event loop, so a burst pauses reading with one call (see
+        BURST_READ_INTERVAL) where asyncio transports would need one per connection, each way.
+        A read costs a recv() and a dict lookup. Level-triggered: a socket with more left is
+        reported again on the next pass.
+        """
+        events = self._epoll.poll(0)  # type: ignore[union-attr]  (set before any socket)
+        if events and self._read_interval:
+            asyncio.get_running_loop().remove_reader(self._epoll.fileno())  # type: ignore[union-attr]
+            self._reading = False
+            asyncio.get_running_loop().call_later(self._read_interval, self._resume_reading)
+        by_fd = self._by_fd
+        for fd, _ in events:
+            conn = by_fd.get(fd)
+            if conn is None:
+                continue
+            try:
+                data = conn.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                conn.abort(f"recv failed: {exc}")
+                continue
+            if data:
+                conn.data_received(data)
+            else:
+                conn.abort("the server closed the connection")
+
+    def _resume_reading(self) -> None:
+        if self._epoll is not None and not self._reading:
+            asyncio.get_running_loop().add_reader(self._epoll.fileno(), self._drain)
+            self._reading = True
+
+    # -- receiving (called through data_received for every packet) -----------------------------
 
     # --8<-- [start:hot-path]
     def on_packet(self, conn: LeanConnection, data: bytes) -> None:
-        if data[:15] == BROADCAST_PREFIX:
+        if data.startswith(BROADCAST_PREFIX):
             self._on_broadcast(conn, data)
         elif data == b"2":
-            if self.answer_heartbeats:
+            if self.answer_heartbeats and conn.alive:
                 self.heartbeats += 1
-                self._spawn(conn.send("3"))
+                conn.send("3")
         elif data[:2] == b"43":
             self._on_ack(conn, data)
         elif data[:2] == b"42":
@@ -332,7 +601,7 @@ class LoadClient:
             if not conn.joined.done():
                 conn.joined.set_exception(ConnectionRefusedError(f"namespace refused: {data[2:]!r:.80}"))
         elif data[:1] == b"1" or data[:2] == b"41":  # the server closes the session
-            self._abort(conn)
+            conn.abort("the server closed the session")
         else:
             self.unexpected += 1
 
@@ -383,7 +652,7 @@ class LoadClient:
 
     async def emit(self, conn: LeanConnection, event: str, data: Any = None) -> None:
         payload = [event] if data is None else [event, data]
-        await conn.send("42" + json.dumps(payload, separators=(",", ":")))
+        conn.send("42" + json.dumps(payload, separators=(",", ":")))
 
     async def call(self, conn: LeanConnection, event: str, data: Any = None, *, timeout: float = 5.0) -> Any:
         """Emit with an ack id and return the server's answer (its single argument, like python-socketio)."""
@@ -392,7 +661,7 @@ class LoadClient:
         conn.pending[ack_id] = future
         payload = [event] if data is None else [event, data]
         try:
-            await conn.send(f"42{ack_id}" + json.dumps(payload, separators=(",", ":")))
+            conn.send(f"42{ack_id}" + json.dumps(payload, separators=(",", ":")))
             async with asyncio.timeout(timeout):
                 return await future
         finally:
@@ -412,7 +681,7 @@ class LoadClient:
         self.delivered.append(0)
         self._outstanding += expected
         self.sent_at.append(time.perf_counter())
-        await sender.send(f'42["broadcast",{{"text":"#{seq}#{self.padding}"}}]')
+        sender.send(f'42["broadcast",{{"text":"#{seq}#{self.padding}"}}]')
         return seq
 
     async def wait_delivered(self, timeout: float) -> bool:
@@ -441,7 +710,8 @@ class LoadClient:
         """Trigger `broadcasts` broadcasts from connection `sender` and count what comes back.
 
         sequential=True waits for each broadcast to reach everyone before sending the next
-        (latency of one fan-out); False sends them back to back (a burst: throughput).
+        (latency of one fan-out); False sends them back to back (a burst: throughput), and reads
+        sockets at most every BURST_READ_INTERVAL (the report says so).
         """
         first_seq = len(self.sent_at)
         first_latency = [len(each) for each in self.latencies]
@@ -451,11 +721,15 @@ class LoadClient:
         started = time.perf_counter()
         self.last_delivery_at = started
         conn = self.connections[sender]
-        for _ in range(broadcasts):
-            await self.trigger_broadcast(conn)
-            if sequential and not await self.wait_delivered(deadline - time.monotonic()):
-                break
-        await self.wait_delivered(max(0.0, deadline - time.monotonic()))
+        self._read_interval = 0.0 if sequential else BURST_READ_INTERVAL
+        try:
+            for _ in range(broadcasts):
+                await self.trigger_broadcast(conn)
+                if sequential and not await self.wait_delivered(deadline - time.monotonic()):
+                    break
+            await self.wait_delivered(max(0.0, deadline - time.monotonic()))
+        finally:
+            self._read_interval = 0.0
         cpu = time.process_time() - cpu_started
         self._give_up_waiting()
         seqs = range(first_seq, len(self.sent_at))
@@ -470,6 +744,7 @@ class LoadClient:
             latency_by_server=[latency_summary(each) for each in fresh],
             disorder=self.disorder - disorder,
             dropped=self.dropped - dropped,
+            read_interval=0.0 if sequential else BURST_READ_INTERVAL,
         )
 
     # -- closing -------------------------------------------------------------------------------
@@ -479,32 +754,18 @@ class LoadClient:
         handshakes would take longer than the measurement)."""
         self._closing = True
         for conn in self._opened:
-            self._abort(conn)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.sleep(0)
+            conn.abort("closed by the load client")
         self._opened.clear()
+        if self._epoll is not None:
+            if self._reading:
+                asyncio.get_running_loop().remove_reader(self._epoll.fileno())
+                self._reading = False
+            self._epoll.close()
+            self._epoll = None
+        await asyncio.sleep(0)
 
     async def __aenter__(self) -> LoadClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def _abort(self, conn: LeanConnection) -> None:
-        transport = getattr(conn, "transport", None)
-        if transport is not None:
-            transport.abort()
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_ignore_closed)
-
-
-def _ignore_closed(task: asyncio.Task) -> None:
-    """A heartbeat answer to a connection that just closed is not an error worth a traceback."""
-    if not task.cancelled():
-        with contextlib.suppress(Exception):
-            task.result()

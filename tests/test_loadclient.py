@@ -8,13 +8,16 @@ receiving the same broadcasts.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import time
 
 import pytest
 
 from lab.apps import start_app
 from lab.deps import require_binary
-from lab.loadclient import LoadClient, latency_summary, loopback_sources
+from lab.loadclient import LoadClient, latency_summary, loopback_sources, websocket_frame
 from lab.processes import REPO_ROOT
 
 CHAPTER02_GEVENT = "chapters/02_async_modes/run_gevent.py"
@@ -52,7 +55,7 @@ def test_lean_clients_receive_what_python_socketio_receives(bench, clients):
         async with LoadClient(app.url, sources=loopback_sources(3), keep_events=True) as fleet:
             opened = await fleet.open(LEAN_CLIENTS, timeout=15)
             assert opened.connected == LEAN_CLIENTS, opened.errors
-            sources = {conn.transport.get_extra_info("sockname")[0] for conn in fleet.connections}
+            sources = {conn.sock.getsockname()[0] for conn in fleet.connections}
             assert sources == {"127.0.0.1", "127.0.1.1", "127.0.2.1"}
 
             # Five numbered broadcasts from a lean client, all counted in...
@@ -147,3 +150,76 @@ def test_refuses_addresses_outside_loopback():
     with pytest.raises(ValueError, match="loopback"):
         LoadClient("http://127.0.0.1:5000", sources=("192.168.1.10",))
     assert latency_summary([]) == {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+
+
+def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """A frame as a server sends it (unmasked), in the shortest length form, per RFC 6455 section 5.2."""
+    n = len(payload)
+    length = (
+        bytes((n,))
+        if n < 126
+        else (bytes((126,)) + n.to_bytes(2, "big") if n < 65536 else bytes((127,)) + n.to_bytes(8, "big"))
+    )
+    return bytes(((0x80 if fin else 0) | opcode,)) + length + payload
+
+
+def test_frames_of_every_length_form_and_fragments_are_read():
+    """The WebSocket reader handles 2- and 8-byte lengths, split reads, fragments, pings and a close frame."""
+    texts = ["#x#" + "a" * 200, "#y#" + "b" * 70_000, "#z#" + "fragmented"]
+    heard: dict[str, bytes] = {}
+
+    async def scripted_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The upgrade, answered as RFC 6455 section 4.2.2 says...
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        # ...Engine.IO's open packet, the client's 40 (masked, zero key) and the namespace's answer...
+        writer.write(server_frame(0x1, b'0{"sid":"e","pingInterval":25000,"pingTimeout":20000}'))
+        heard["join"] = await reader.readexactly(8)
+        writer.write(server_frame(0x1, b'40{"sid":"s"}'))
+        # ...a 2-byte length, an 8-byte length (more than one read), and a message in three
+        # fragments with a ping between them, all in one write.
+        packets = [f'42["broadcast",{json.dumps({"text": text})}]'.encode() for text in texts]
+        writer.write(
+            server_frame(0x1, packets[0])
+            + server_frame(0x1, packets[1])
+            + server_frame(0x1, packets[2][:5], fin=False)
+            + server_frame(0x9, b"hi")
+            + server_frame(0x0, packets[2][5:9], fin=False)
+            + server_frame(0x0, packets[2][9:])
+        )
+        heard["pong"] = await reader.readexactly(8)
+        # Last, a close frame: the client counts the connection as dropped.
+        writer.write(server_frame(0x8, b""))
+        await writer.drain()
+        await reader.read()  # until the client hangs up
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(scripted_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, LoadClient(f"http://127.0.0.1:{port}", keep_events=True) as fleet:
+            opened = await fleet.open(1, timeout=5)
+            assert opened.connected == 1, opened.errors
+            conn = fleet.connections[0]
+            await wait_for("three broadcasts", lambda: len(broadcasts(conn)) == 3)
+            await wait_for("the close frame to drop the connection", lambda: fleet.dropped == 1)
+            return conn.sid, broadcasts(conn), fleet.unexpected
+
+    sid, received, unexpected = asyncio.run(scenario())
+    assert (sid, unexpected) == ("s", 0)
+    assert [payload["text"] for payload in received] == texts
+    # Client frames are masked with an all-zero key: the payload reads as it is.
+    assert heard == {"join": b"\x81\x82\0\0\0\0" + b"40", "pong": b"\x8a\x82\0\0\0\0" + b"hi"}
+    assert websocket_frame(b"a" * 200)[:8] == b"\x81\xfe\x00\xc8\0\0\0\0"
+    assert websocket_frame(b"a" * 70_000)[:14] == b"\x81\xff" + (70_000).to_bytes(8, "big") + b"\0\0\0\0"
