@@ -429,17 +429,7 @@ def _verdict(passed: bool | None) -> str:
 
 def summary_markdown(record: dict[str, Any]) -> str:
     """The tables the docs include (`--8<-- "docs/bench/02-summary.md"`): written by the bench only."""
-    m = record["machine"]
-    lines = [
-        f"<!-- Written by `python -m bench 02` on {m['date']}; do not edit by hand. -->",
-        "",
-        f"Measured on {m['cpu_model']} ({m['cores_logical']} cores, {m['ram_gb']} GB RAM), {m['os']}, "
-        f"Python {m['python']}, on {m['date'][:10]}; load average at start "
-        f"{', '.join(str(x) for x in m['load_average_at_start'])}; open-files limit "
-        f"{m['fd_limit']['soft']:,} (hard {m['fd_limit']['hard']:,}) for the servers and the client."
-        + (" **Quick smoke run: small counts, not for publishing.**" if record["quick"] else ""),
-        "",
-    ]
+    lines = common.machine_line(record, "02")
     rows = []
     for mode, data in record["modes"].items():
         best = max((s["burst"]["deliveries_per_s"] or 0 for s in data["steps"] if "burst" in s), default=None)
@@ -449,7 +439,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
             [
                 mode,
                 f"{data['max_clients_ok']:,}",
-                f"{broke['clients']:,}: {broke['reason']}" if broke else "did not break",
+                _broke_cell(broke),
                 _latency_cell(record, mode, 1000),
                 _latency_cell(record, mode, 2000),
                 f"{best:,}" if best else None,
@@ -502,6 +492,17 @@ def summary_markdown(record: dict[str, Any]) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def _broke_cell(broke: dict[str, Any] | None) -> str:
+    """Where a mode stopped, and the server's own words for why, when it logged any."""
+    if not broke:
+        return "did not break"
+    cell = f"{broke['clients']:,}: {broke['reason']}"
+    errors = [
+        e for e in broke.get("server_errors", []) if "Errno" in e or e.startswith(("OSError", "RuntimeError"))
+    ]
+    return f"{cell} (server: `{errors[-1]}`)" if errors else cell
 
 
 def _latency_cell(record: dict[str, Any], mode: str, clients: int) -> str | None:

@@ -11,6 +11,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,20 +84,15 @@ def _node_package_version(name: str) -> str | None:
 
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and all its children, in bytes (gunicorn has workers)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += proc.memory_info().rss
-    return total
+    return _tree_total(pid, lambda proc: proc.memory_info().rss)
 
 
 def tree_fds(pid: int) -> int:
     """Open file descriptors of a process and all its children (sockets, selectors, pipes)."""
+    return _tree_total(pid, psutil.Process.num_fds)
+
+
+def _tree_total(pid: int, measure: Callable[[psutil.Process], int]) -> int:
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -105,8 +101,24 @@ def tree_fds(pid: int) -> int:
     total = 0
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += proc.num_fds()
+            total += measure(proc)
     return total
+
+
+def machine_line(record: dict[str, Any], chapter: str) -> list[str]:
+    """The opening lines of a summary: who wrote it, and the machine and load it measured."""
+    m = record["machine"]
+    limit = m["fd_limit"]
+    return [
+        f"<!-- Written by `python -m bench {chapter}` on {m['date']}; do not edit by hand. -->",
+        "",
+        f"Measured on {m['cpu_model']} ({m['cores_logical']} cores, {m['ram_gb']} GB RAM), {m['os']}, "
+        f"Python {m['python']}, on {m['date'][:10]}; load average at start "
+        f"{', '.join(str(x) for x in m['load_average_at_start'])}; open-files limit "
+        f"{limit['soft']:,} (hard {limit['hard']:,}) for the servers and the client."
+        + (" **Quick smoke run: small counts, not for publishing.**" if record["quick"] else ""),
+        "",
+    ]
 
 
 @dataclass

@@ -147,7 +147,7 @@ def redis_scaling(record: dict[str, Any], out: Path) -> list[Path]:
 
     latency = record.get("latency", {})
     labels = [label for label, data in latency.items() if data.get("latency", {}).get("count")]
-    fig, ax = _figure("Broadcast latency, 10 clients: p50 and p99", "", "ms", machine)
+    fig, ax = _figure("Broadcast latency, 10 clients per instance: p50 and p99", "", "ms", machine)
     width = 0.38
     for offset, key, color in ((-width / 2, "p50_ms", "tab:blue"), (width / 2, "p99_ms", "tab:red")):
         values = [latency[label]["latency"][key] for label in labels]
