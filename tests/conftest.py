@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
 
 import pytest
 
 from lab import LabBench, MissingDependency
+from lab.browser import chromium
 from lab.clients import RecordingClient
 from lab.deps import running_in_ci
 from lab.processes import leftover_processes
@@ -39,6 +42,49 @@ def bench(request, tmp_path, clients):
     with LabBench(tmp_path / "logs") as lab_bench:
         request.node.lab_bench = lab_bench
         yield lab_bench
+
+
+# -- pages in headless Chromium, shared by every chapter's page tests ----------------------------
+
+PAGE_DEADLINE_MS = 10_000
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (the system's) for the whole run; MissingDependency names its install."""
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def open_page(browser):
+    """Open pages that can reach loopback only, as on workshop wifi with no internet.
+
+    Each page is returned once its status says connected; every context is closed at teardown.
+    """
+    contexts = []
+
+    def open_page(url):
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+
+        def loopback_only(route):
+            host = urlparse(route.request.url).hostname or ""
+            if host.startswith("127.") or host == "localhost":
+                route.continue_()
+            else:
+                route.abort()
+
+        context.route("**/*", loopback_only)
+        page.goto(url)
+        connected = page.get_by_test_id("status").filter(has_text=re.compile("^connected$"))
+        connected.wait_for(timeout=PAGE_DEADLINE_MS)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
 
 
 def _skip_or_fail_on_missing(outcome) -> None:

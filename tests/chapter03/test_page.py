@@ -3,51 +3,16 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlparse
 
 import pytest
 
 from lab.apps import start_app
-from lab.browser import chromium
 from lab.redis_server import start_redis
 
 pytestmark = pytest.mark.browser
 
 CHAPTER = "chapters/03_redis_scaling/app.py"
 DEADLINE_MS = 10_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
-
-
-@pytest.fixture
-def open_page(browser):
-    """Open pages that can reach loopback only, as on workshop wifi with no internet."""
-    contexts = []
-
-    def open_page(url):
-        context = browser.new_context()
-        contexts.append(context)
-        page = context.new_page()
-
-        def loopback_only(route):
-            host = urlparse(route.request.url).hostname or ""
-            if host.startswith("127.") or host == "localhost":
-                route.continue_()
-            else:
-                route.abort()
-
-        context.route("**/*", loopback_only)
-        page.goto(url)
-        page.get_by_test_id("status").filter(has_text=re.compile("^connected$")).wait_for(timeout=DEADLINE_MS)
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
 
 
 def log_line(page, text):
