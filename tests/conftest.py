@@ -49,9 +49,14 @@ def bench(request, tmp_path, clients):
 PAGE_DEADLINE_MS = 10_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium (the system's) for the whole run; MissingDependency names its install."""
+    """Headless Chromium (the system's) for one test module; MissingDependency names its install.
+
+    Not for the whole session: Playwright's sync API keeps an asyncio loop running on the
+    main thread while it is open, and every later asyncio.run() (the load client's tests)
+    would fail with "cannot be called from a running event loop".
+    """
     with chromium() as browser:
         yield browser
 
