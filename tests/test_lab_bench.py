@@ -24,7 +24,7 @@ from lab.redis_server import ping, start_redis
 FORKING_SERVER = textwrap.dedent(
     """
     import http.server, os, subprocess, sys
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     port = int(os.environ["PORT"])
     http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler).serve_forever()
     """
