@@ -228,7 +228,7 @@ async def _one_step(
     rss = common.tree_rss(service.pid)
     step["server_rss_mb"] = round(rss / 2**20, 1)
     step["memory_per_connection_kb"] = round((rss - base_rss) / clients / 1024, 1)
-    # What `ulimit -n` a server needs: under gevent, simple-websocket adds a selector per websocket.
+    # What `ulimit -n` a server needs: under gevent, simple-websocket dup()s each websocket's socket.
     step["fds_per_connection"] = round((common.tree_fds(service.pid) - base_fds) / clients, 2)
 
     # Latency: one broadcast at a time, at least 2,000 deliveries/s or it counts as lost.
