@@ -150,3 +150,23 @@ def test_a_port_taken_between_choosing_and_binding_is_retried_cleanly(bench, mon
     assert app.port != taken
     assert "in use" not in app.log_text()
     assert "in use" in (bench.log_dir / f"app-1.port-{taken}-taken.log").read_text()
+
+
+MISSING_NGINX_TEST = """
+from lab import MissingDependency
+
+def test_needs_nginx():
+    raise MissingDependency("nginx is not on PATH. Install it with: sudo apt-get install nginx")
+"""
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", "skipped"), ("true", "failed")], ids=["learner", "ci"])
+def test_a_missing_dependency_skips_for_a_learner_and_fails_under_ci(pytester, monkeypatch, ci, outcome):
+    """A missing system program skips a learner's test with the install command; under CI=true it fails."""
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))  # the run happens in a temporary folder
+    pytester.makeconftest((REPO_ROOT / "tests" / "conftest.py").read_text())
+    pytester.makepyfile(MISSING_NGINX_TEST)
+    result = pytester.runpytest_subprocess("-rsf", "-p", "no:cacheprovider")
+    result.assert_outcomes(**{outcome: 1})
+    result.stdout.fnmatch_lines(["*sudo apt-get install nginx*"])
