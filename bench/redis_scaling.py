@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from bench import common, plots
 from lab.apps import start_app
+from lab.chapters import Topology, start_topology
 from lab.loadclient import LoadClient, loopback_sources, raise_fd_limit
 from lab.processes import LabBench, Service, ServiceFailed
-from lab.redis_server import start_redis
 
 CHAPTER = "chapters/03_redis_scaling/app.py"
 # The chapter's app minus message_queue: with one instance it is correct, and it differs
@@ -82,9 +82,10 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
 
 
 def _cluster(bench: LabBench, count: int, prefix: str) -> list[Service]:
-    redis = start_redis(bench, name=f"{prefix}-redis")
-    env = {"REDIS_URL": redis.url}
-    return [start_app(bench, CHAPTER, name=f"{prefix}-{i}", env=env, timeout=60) for i in range(1, count + 1)]
+    """Redis and `count` chapter instances on it, as the demo starts them."""
+    return start_topology(
+        bench, Topology(CHAPTER, instances=count, needs_redis=True), prefix=prefix, timeout=60
+    )
 
 
 def _stop(services: list[Service]) -> None:

@@ -61,6 +61,22 @@ def start_apps(
     *,
     prefix: str = "app",
     env: dict[str, str] | None = None,
+    first_port: int | None = None,
+    timeout: float = 30.0,
 ) -> list[Service]:
-    """Start `count` instances of one app, named <prefix>-1 ... <prefix>-N."""
-    return [start_app(bench, script, name=f"{prefix}-{i}", env=env) for i in range(1, count + 1)]
+    """Start `count` instances of one app, named <prefix>-1 ... <prefix>-N.
+
+    With `first_port`, they listen on consecutive ports from it (the demo's fixed URLs);
+    without, on OS-assigned ones.
+    """
+    return [
+        start_app(
+            bench,
+            script,
+            name=f"{prefix}-{i}",
+            env=env,
+            port=first_port + i - 1 if first_port else None,
+            timeout=timeout,
+        )
+        for i in range(1, count + 1)
+    ]

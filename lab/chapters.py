@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.apps import start_app
+from lab.apps import start_apps
 from lab.processes import LabBench, Service
 from lab.redis_server import start_redis
 
@@ -66,20 +66,24 @@ CHAPTERS: dict[str, Chapter] = {
 
 
 def start_topology(
-    bench: LabBench, topology: Topology, *, prefix: str, first_port: int | None = None
+    bench: LabBench,
+    topology: Topology,
+    *,
+    prefix: str,
+    first_port: int | None = None,
+    timeout: float = 30.0,
 ) -> list[Service]:
     """Start Redis if the topology needs it, then its app instances, named <prefix>-1 ... <prefix>-N."""
     env = dict(topology.env)
     if topology.needs_redis:
         redis = start_redis(bench, name=f"{prefix}-redis")
         env["REDIS_URL"] = redis.url
-    return [
-        start_app(
-            bench,
-            topology.script,
-            name=f"{prefix}-{i}",
-            env=env,
-            port=first_port + i - 1 if first_port else None,
-        )
-        for i in range(1, topology.instances + 1)
-    ]
+    return start_apps(
+        bench,
+        topology.script,
+        topology.instances,
+        prefix=prefix,
+        env=env,
+        first_port=first_port,
+        timeout=timeout,
+    )

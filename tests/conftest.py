@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import pytest
 
 from lab import LabBench, MissingDependency
 from lab.browser import chromium
-from lab.clients import RecordingClient
+from lab.clients import RecordingClient, disconnect_all
 from lab.deps import running_in_ci
 from lab.processes import leftover_processes
 
@@ -26,8 +25,7 @@ def clients():
         return client
 
     yield make
-    with ThreadPoolExecutor(max_workers=max(1, len(made))) as pool:
-        list(pool.map(RecordingClient.disconnect, made))
+    disconnect_all(made)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.apps import healthz, start_app
-from lab.clients import TRANSPORTS, RecordingClient
+from lab.apps import healthz, start_apps
+from lab.clients import TRANSPORTS, RecordingClient, disconnect_all
 from lab.processes import Service
 from lab.redis_server import start_redis
 
@@ -46,7 +46,7 @@ class Cluster:
 
     def disconnect(self, members: Sequence[Member]) -> None:
         """Disconnect some members, in parallel, and forget them."""
-        disconnect_all(members)
+        disconnect_all([member.client for member in members])
         self.members = [m for m in self.members if m not in members]
 
 
@@ -54,11 +54,6 @@ def in_parallel(work: Callable, items: Sequence) -> list:
     """Run `work(item)` for all the items at once: they are I/O waits."""
     with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
         return list(pool.map(work, items))
-
-
-def disconnect_all(members: Sequence[Member]) -> None:
-    """Disconnect in parallel: a python-socketio websocket disconnect takes ~3 s by itself."""
-    in_parallel(lambda member: member.client.disconnect(), members)
 
 
 @pytest.fixture
@@ -81,7 +76,7 @@ def start_cluster(bench, clients):
     ) -> Cluster:
         redis = redis or start_redis(bench)
         env = {"REDIS_URL": redis.url, **(env or {})}
-        services = [start_app(bench, script, name=f"{prefix}-{n}", env=env) for n in range(1, instances + 1)]
+        services = start_apps(bench, script, instances, prefix=prefix, env=env)
 
         def connect(i: int) -> Member:
             service = services[i % instances]
