@@ -64,6 +64,12 @@ def chapter03(session: nox.Session) -> None:
     _pytest(session, "tests/chapter03")
 
 
+@nox.session(default=False)
+def chapter04(session: nox.Session) -> None:
+    """Chapter 04: nginx and HAProxy keep each session on one instance; round-robin breaks polling."""
+    _pytest(session, "tests/chapter04")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every test: all chapters, their antipatterns, and the lab bench itself."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
+import engineio
+import requests
 import socketio
 from engineio.payload import Payload
 
@@ -19,28 +24,85 @@ Payload.max_decode_packets = 1000
 TRANSPORTS = ("websocket", "polling")
 
 
+class _SourceBoundAdapter(requests.adapters.HTTPAdapter):
+    """Long-polling requests that leave from one loopback address, as from one user's machine."""
+
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, source_address=(self.source, 0), **kwargs)
+
+
+class _SourceBoundEngineIO(engineio.Client):
+    """python-engineio's client, with its WebSocket leaving from `source` too.
+
+    websocket-client cannot bind a source address, but it accepts a connected socket
+    (`create_connection(socket=...)`): each connect and reconnect gets a fresh one.
+    """
+
+    source: str | None = None
+
+    def _connect_websocket(self, url: str, headers: dict, engineio_path: str) -> bool:
+        if self.source is None:
+            return super()._connect_websocket(url, headers, engineio_path)
+        parts = urlsplit(url)
+        sock = socket.create_connection(
+            (parts.hostname, parts.port or 80), timeout=self.request_timeout, source_address=(self.source, 0)
+        )
+        self.websocket_extra_options = {"socket": sock}
+        try:
+            upgraded = super()._connect_websocket(url, headers, engineio_path)
+        except BaseException:
+            sock.close()
+            raise
+        if not upgraded:
+            sock.close()
+        return upgraded
+
+
+class _SourceBoundClient(socketio.Client):
+    def _engineio_client_class(self) -> type[engineio.Client]:
+        return _SourceBoundEngineIO
+
+
 class RecordingClient:
     """A python-socketio client over one transport that records every event it receives.
 
     Tests wait on what it has received with a deadline (`wait_for`), never with
-    a bare sleep.
+    a bare sleep. `source` binds its connections to one loopback address (127.0.3.1),
+    so a balancer that hashes the client's address sees many clients, not one;
+    `reconnection=True` lets it reconnect on its own, as a browser does (a failover drill).
+    Connects and disconnects are recorded as the events "connect" and "disconnect".
     """
 
-    def __init__(self, label: str = "client"):
+    def __init__(self, label: str = "client", *, source: str | None = None, reconnection: bool = False):
         self.label = label
-        self.sio = socketio.Client(reconnection=False)
+        self.source = source
+        if source is None:
+            self.sio = socketio.Client(reconnection=reconnection)
+        else:
+            http = requests.Session()
+            http.mount("http://", _SourceBoundAdapter(source))
+            self.sio = _SourceBoundClient(reconnection=reconnection, http_session=http)
+            self.sio.eio.source = source
         self.events: list[tuple[str, Any]] = []
         self._changed = threading.Condition()
         self.sio.on("*", self._record)
+        self.sio.on("connect", lambda: self._record("connect"))
+        self.sio.on("disconnect", lambda reason=None: self._record("disconnect", reason))
 
     def _record(self, event: str, data: Any = None) -> None:
         with self._changed:
             self.events.append((event, data))
             self._changed.notify_all()
 
-    def connect(self, url: str, transport: str = "websocket", timeout: float = 10) -> RecordingClient:
-        self.sio.connect(url, transports=[transport], wait_timeout=timeout)
-        if self.sio.transport() != transport:
+    def connect(self, url: str, transport: str | None = "websocket", timeout: float = 10) -> RecordingClient:
+        """Connect over one transport; `None` is a browser's way: long-polling, then an upgrade
+        to WebSocket if the server offers it (python-engineio tries it before connect returns)."""
+        self.sio.connect(url, transports=[transport] if transport else None, wait_timeout=timeout)
+        if transport and self.sio.transport() != transport:
             raise AssertionError(f"{self.label} asked for {transport}, got {self.sio.transport()}")
         return self
 
@@ -86,8 +148,56 @@ class RecordingClient:
         return found[0]
 
 
+def address_of_user(i: int) -> str:
+    """User i's own address, 127.0.<i+1>.1: many users, each on their own machine."""
+    return f"127.0.{i + 1}.1"
+
+
+def address_in_one_subnet(i: int) -> str:
+    """User i's address in one /24, 127.0.0.<i+2>: one office, one campus."""
+    return f"127.0.0.{i + 2}"
+
+
+def address_behind_one_nat(i: int) -> None:
+    """No address of its own: every user leaves from 127.0.0.1, as behind one NAT."""
+    return None
+
+
+def in_parallel(work: Callable, items: Sequence) -> list:
+    """Run `work(item)` for all the items at once: they are I/O waits (connects, calls)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        return list(pool.map(work, items))
+
+
 def disconnect_all(clients: Sequence[RecordingClient]) -> None:
     """Disconnect every client at once: from a live python-engineio server, one websocket
     disconnect takes about 3 s by itself, so doing them in turn adds up."""
-    with ThreadPoolExecutor(max_workers=max(1, len(clients))) as pool:
-        list(pool.map(RecordingClient.disconnect, clients))
+    in_parallel(RecordingClient.disconnect, clients)
+
+
+def polling_session(url: str, requests_after_open: int) -> tuple[str, list[tuple[int, str]]]:
+    """Open a raw Engine.IO long-polling session, then send it up to N requests.
+
+    Each request goes on a new TCP connection, as a browser's long-poll GET and its
+    POSTs do, so whatever balances connections decides afresh where each one goes.
+    The first request after the open is the Socket.IO connect (`40`); the rest are
+    pongs (`3`), which a server accepts at any time. Stops at the first answer that is
+    not 200. Returns the session id and the (status, body) of each request sent.
+    """
+    opened = requests.get(
+        f"{url}/socket.io/?EIO=4&transport=polling", headers={"Connection": "close"}, timeout=5
+    )
+    opened.raise_for_status()
+    sid = json.loads(opened.text[1:])["sid"]  # the open packet: 0{"sid": ..., "upgrades": ...}
+    answers: list[tuple[int, str]] = []
+    for n in range(requests_after_open):
+        response = requests.post(
+            f"{url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+            data="40" if n == 0 else "3",
+            headers={"Connection": "close"},
+            timeout=5,
+        )
+        answers.append((response.status_code, response.text))
+        if response.status_code != 200:
+            break
+    return sid, answers

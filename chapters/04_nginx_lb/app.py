@@ -1,0 +1,366 @@
+"""Chapter 04: one address in front of the instances: nginx with sticky sessions.
+
+What this shows
+    Chapter 03's app (the chat, the Redis message queue, the online count)
+    run as three instances behind one nginx, configured by nginx.conf in this
+    folder: WebSocket upgrades passed through, and every request of a session
+    kept on the instance that holds it (`hash $remote_addr consistent`), so
+    long-polling works too. haproxy.cfg does the same with a cookie. The app
+    itself changes in one way: it tells each connection which instance holds
+    it (the `welcome` event), because behind one address the page can no
+    longer tell from its URL. When an instance dies, its clients reconnect
+    through the same address to the others.
+
+How to run it (each terminal)
+    1. redis-server --port 6379
+    2. PORT=5001 INSTANCE_NAME=chat-1 python chapters/04_nginx_lb/app.py
+    3. PORT=5002 INSTANCE_NAME=chat-2 python chapters/04_nginx_lb/app.py
+    4. PORT=5003 INSTANCE_NAME=chat-3 python chapters/04_nginx_lb/app.py
+    5. nginx -p /tmp/nginx04 -c "$PWD/chapters/04_nginx_lb/nginx.conf" -e stderr \
+             -g 'daemon off; pid /tmp/nginx04/nginx.pid;'      (mkdir /tmp/nginx04 first)
+    Open http://127.0.0.1:8080 in two browsers. README.md has the HAProxy line.
+    Settings come from the environment, as in chapter 03: HOST, PORT,
+    INSTANCE_NAME, SECRET_KEY, ALLOWED_ORIGINS, REDIS_URL, SOCKETIO_CHANNEL,
+    HEARTBEAT_SECONDS.
+
+What breaks without it
+    antipatterns/04_round_robin.conf: no stickiness; long-polling clients get
+    400 "Invalid session <sid>". antipatterns/04_no_upgrade_headers.conf: no
+    Upgrade headers; every client stays on long-polling, and nothing says so.
+    antipatterns/04_ip_hash.conf: ip_hash puts every client of one /24 (one
+    office, one NAT) on one instance. antipatterns/04_gunicorn_many_workers.conf.py:
+    `gunicorn -w 4` on one port, a balancer with no stickiness at all.
+
+TL;DR
+    proxy_http_version 1.1 and the Upgrade/Connection headers for WebSocket;
+    a sticky upstream for polling (hash on the client address, or a cookie);
+    a message queue behind it (chapter 03); one worker per app process.
+"""
+
+# gevent, patched before every other import: chapter 02 says why, chapter 03 why the
+# Redis queue insists on it.
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import redis  # noqa: E402
+from flask import Flask, jsonify, render_template, request, send_from_directory, session  # noqa: E402
+from flask_socketio import SocketIO, emit, join_room, leave_room, rooms  # noqa: E402
+
+# --8<-- [start:config]
+# gevent: one process serves thousands of connections on greenlets (chapter 02).
+ASYNC_MODE = "gevent"
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "5000"))
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
+# Unset: only pages served by this app may connect (python-engineio's same-origin default).
+ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o] or None
+# The message queue every instance of this cluster shares.
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The pub/sub channel of this cluster. Two clusters on one Redis stay apart only if their
+# channels differ; the online count's keys are named after it too.
+CHANNEL = os.environ.get("SOCKETIO_CHANNEL", "flask-socketio")
+# At most one push of the online count per instance per second: a burst of connects adds
+# up to one push, not one push per connect to every client (n connects x n clients).
+ONLINE_PUSH_SECONDS = 1.0
+# How often this instance rewrites its users into Redis. A crashed instance's users
+# still count for up to ONLINE_TTL seconds (three missed rewrites), then drop out.
+HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))
+ONLINE_TTL = max(1, round(3 * (HEARTBEAT_SECONDS + ONLINE_PUSH_SECONDS)))
+# The Socket.IO browser client, installed from npm (`npm ci` at the repository root)
+# and served by this app, so the page works with no internet.
+JS_CLIENT_DIR = Path(
+    os.environ.get("JS_CLIENT_DIR")
+    or Path(__file__).resolve().parents[2] / "node_modules" / "socket.io-client" / "dist"
+)
+
+MAX_NAME = 32
+MAX_ROOM = 32
+MAX_TEXT = 500
+# --8<-- [end:config]
+
+# --8<-- [start:socketio]
+app = Flask(__name__)
+app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", os.urandom(16).hex())
+# message_queue: every emit is delivered to this instance's clients and published on Redis;
+# every instance subscribed to `channel` delivers it to its own (chapter 03). A balancer
+# does not replace it: stickiness keeps a client on one instance, the queue reaches the
+# clients of all the others. If Redis goes away, python-socketio drops what it cannot publish (it logs
+# "Cannot publish to redis... giving up"; python-socketio#1411) and resubscribes on its own
+# after 1, 2, 4... up to 60 s (RedisManager._redis_listen_with_retries; python-socketio#617).
+socketio = SocketIO(
+    app,
+    async_mode=ASYNC_MODE,
+    message_queue=REDIS_URL,
+    channel=CHANNEL,
+    cors_allowed_origins=ALLOWED_ORIGINS,
+)
+# --8<-- [end:socketio]
+
+
+# --8<-- [start:routes]
+@app.get("/")
+def index():
+    return render_template("index.html")
+
+
+@app.get("/vendor/socket.io.min.js")
+def socketio_client_js():
+    return send_from_directory(JS_CLIENT_DIR, "socket.io.min.js")
+
+
+@app.get("/healthz")
+def healthz():
+    try:
+        _, online = count_online()
+    except redis.RedisError:
+        # This instance still serves its own clients; the shared count is unknown.
+        return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE, redis="down")
+    return jsonify(
+        status="ok",
+        instance=INSTANCE_NAME,
+        async_mode=ASYNC_MODE,
+        redis="up",
+        channel=CHANNEL,
+        online=sum(online.values()),
+        online_by_instance=online,
+    )
+
+
+# --8<-- [end:routes]
+
+
+# --8<-- [start:validate]
+class BadPayload(ValueError):
+    """The reason a payload was refused; it is sent back to the sender as is."""
+
+
+def require(data, **limits):
+    """Return the payload's fields, stripped, or raise BadPayload with the reason.
+
+    `limits` maps each required key to its maximum length: require(data, room=32).
+    """
+    if not isinstance(data, dict):
+        raise BadPayload("payload must be an object")
+    fields = {}
+    for key, max_length in limits.items():
+        if key not in data:
+            raise BadPayload(f"missing key '{key}'")
+        value = data[key]
+        if not isinstance(value, str):
+            raise BadPayload(f"'{key}' must be a string")
+        value = value.strip()
+        if not value:
+            raise BadPayload(f"'{key}' must not be empty")
+        if len(value) > max_length:
+            raise BadPayload(f"'{key}' is longer than {max_length} characters")
+        fields[key] = value
+    return fields
+
+
+def refuse(event, reason):
+    """Tell the sender, and only the sender, why its event was refused."""
+    emit("error", {"event": event, "reason": reason})
+    return {"ok": False, "reason": reason}
+
+
+# --8<-- [end:validate]
+
+
+# --8<-- [start:online]
+# Users online across all instances. Each instance owns one Redis set of the session ids
+# connected to it, "<channel>:online:<instance>", and is the only one to write it; the
+# total is the sum of the sets. A set lives ONLINE_TTL seconds unless its instance
+# rewrites it (every HEARTBEAT_SECONDS), so a crashed instance's users drop out of the
+# count on their own; and after Redis loses its data (a restart), the next rewrite puts
+# every live user back.
+store = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+ONLINE_PREFIX = f"{CHANNEL}:online"
+INSTANCES_KEY = f"{ONLINE_PREFIX}:instances"  # the names of every instance that ever counted
+MY_KEY = f"{ONLINE_PREFIX}:{INSTANCE_NAME}"
+# The truth about this instance's own clients; Redis holds everyone's copy of it.
+local_sids: set[str] = set()
+# One writer at a time (a greenlet lock, thanks to the patch): writes reach Redis in the
+# order they were decided, so an older snapshot never overwrites a newer one.
+write_lock = threading.Lock()
+# Set on every connect and disconnect here; the count loop below wakes up and pushes.
+users_changed = threading.Event()
+
+
+def save_my_users(sid=None, online=True):
+    """Record one connect or disconnect in Redis; with no sid, rewrite the whole set."""
+    with write_lock:
+        pipe = store.pipeline()  # MULTI ... EXEC: applied at once, in this order
+        if sid is None:
+            pipe.delete(MY_KEY)
+            if local_sids:
+                pipe.sadd(MY_KEY, *local_sids)
+        elif online:
+            pipe.sadd(MY_KEY, sid)
+        else:
+            pipe.srem(MY_KEY, sid)
+        pipe.expire(MY_KEY, ONLINE_TTL)
+        pipe.sadd(INSTANCES_KEY, INSTANCE_NAME)
+        pipe.execute()
+
+
+def count_online():
+    """Return (version, users online per instance), read from Redis in one snapshot.
+
+    The version is Redis's clock, read in the same transaction: of two counts, the one with
+    the later version saw every write the other saw, so the page keeps the latest version.
+    """
+    names = sorted(store.smembers(INSTANCES_KEY))
+    pipe = store.pipeline()
+    pipe.time()
+    for name in names:
+        pipe.scard(f"{ONLINE_PREFIX}:{name}")
+    (seconds, microseconds), *counts = pipe.execute()
+    version = seconds * 1_000_000 + microseconds
+    return version, {name: count for name, count in zip(names, counts, strict=True) if count}
+
+
+def track_connection(online):
+    """Connect and disconnect: update this instance's set, and wake the count loop."""
+    (local_sids.add if online else local_sids.discard)(request.sid)
+    try:
+        save_my_users(request.sid, online)
+    except redis.RedisError as error:
+        # The client is served all the same; the next rewrite fixes the count once Redis is back.
+        app.logger.warning("online count: Redis unreachable (%s)", error)
+    users_changed.set()
+
+
+def online_count_loop():
+    """Push the count when our users changed; rewrite our set every HEARTBEAT_SECONDS.
+
+    A change here goes to every client of every instance, through the queue. A change
+    seen only in Redis (another instance crashed and its set expired; Redis restarted
+    empty) goes to our own clients: every instance tells its own.
+    """
+    last_total, last_rewrite, redis_down = None, float("-inf"), False
+    while True:
+        changed = users_changed.wait(timeout=HEARTBEAT_SECONDS)
+        users_changed.clear()
+        try:
+            if time.monotonic() - last_rewrite >= HEARTBEAT_SECONDS:
+                save_my_users()
+                last_rewrite = time.monotonic()
+            version, per_instance = count_online()
+            total = sum(per_instance.values())
+            if changed or total != last_total:
+                payload = {"count": total, "instances": per_instance, "version": version}
+                socketio.emit("online", payload, ignore_queue=not changed)
+            last_total = total
+            if redis_down:
+                app.logger.warning("online count: Redis is back; users rewritten")
+                redis_down = False
+        except redis.RedisError as error:
+            if not redis_down:  # one line per outage, not one per turn of the loop
+                app.logger.warning("online count: Redis unreachable (%s); retrying", error)
+                redis_down = True
+            last_total, last_rewrite = None, float("-inf")
+        socketio.sleep(ONLINE_PUSH_SECONDS)
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    track_connection(online=True)
+    # --8<-- [start:welcome]
+    # Behind one address, the page cannot tell from its URL which instance holds its
+    # connection, and after a failover it is another one: say so on every connect.
+    emit("welcome", {"instance": INSTANCE_NAME})
+    # --8<-- [end:welcome]
+
+
+# --8<-- [end:online]
+
+
+# --8<-- [start:handlers]
+@socketio.on("join")
+def on_join(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, name=MAX_NAME)
+    except BadPayload as bad:
+        return refuse("join", str(bad))
+    room, name = fields["room"], fields["name"]
+    session["name"] = name
+    # Rooms are kept by the instance that holds the connection; the queue carries each
+    # room emit to every instance, and each delivers it to its own members of the room.
+    join_room(room)
+    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=room)
+    return {"ok": True, "room": room, "instance": INSTANCE_NAME}
+
+
+@socketio.on("leave")
+def on_leave(data=None):
+    try:
+        room = require(data, room=MAX_ROOM)["room"]
+    except BadPayload as bad:
+        return refuse("leave", str(bad))
+    if room not in rooms():
+        return refuse("leave", f"you are not in room '{room}'")
+    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=room)
+    leave_room(room)
+    return {"ok": True, "room": room}
+
+
+@socketio.on("message")
+def on_message(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
+    except BadPayload as bad:
+        return refuse("message", str(bad))
+    room = fields["room"]
+    if room not in rooms():
+        return refuse("message", f"join room '{room}' before writing to it")
+    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=room)
+    return {"ok": True}
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    # rooms() also lists the connection's own private room, named after its sid.
+    for room in rooms():
+        if room != request.sid:
+            text = f"{session.get('name', 'someone')} left {room}"
+            emit("system", {"room": room, "text": text}, to=room, include_self=False)
+    track_connection(online=False)
+
+
+# --8<-- [end:handlers]
+
+
+# --8<-- [start:broadcast]
+@socketio.on("broadcast")
+def on_broadcast(data=None):
+    try:
+        text = require(data, text=MAX_TEXT)["text"]
+    except BadPayload as bad:
+        return refuse("broadcast", str(bad))
+    # No `to`: every client of every instance. The ack means "published", not "delivered":
+    # if Redis is down, python-socketio logs the failure and the other instances never hear of it.
+    socketio.emit("broadcast", {"text": text})
+    return {"ok": True}
+
+
+@socketio.on("ping")
+def on_ping(data=None):
+    return {"ok": True}
+
+
+# --8<-- [end:broadcast]
+
+
+# --8<-- [start:run]
+if __name__ == "__main__":
+    # Its first rewrite also forgets what a previous run of this instance left in Redis.
+    socketio.start_background_task(online_count_loop)
+    # log_output=False: no access-log line per long-polling request; errors still show.
+    socketio.run(app, host=HOST, port=PORT, log_output=False)
+# --8<-- [end:run]

@@ -1,0 +1,236 @@
+"""Chapter 04 against its antipatterns: Redis, three instances, and nginx or HAProxy in front.
+
+Every client talks only to the balancer's one address. Each says which instance holds it
+from the `welcome` event, and its `join`, a later request (a POST, on long-polling), must
+reach the same instance. nginx hashes the client's address, so clients leave from many
+loopback addresses (127.0.1.1, 127.0.2.1, ...), as many users on many machines would.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import socketio
+
+from lab.apps import healthz, start_app
+from lab.clients import address_behind_one_nat, address_in_one_subnet, address_of_user, polling_session
+from lab.nginx import access_log
+from lab.processes import REPO_ROOT, Launch, wait_until
+from lab.redis_server import start_redis
+
+CHAPTER = "chapters/04_nginx_lb/app.py"
+NGINX = "chapters/04_nginx_lb/nginx.conf"
+HAPROXY = "chapters/04_nginx_lb/haproxy.cfg"
+ROUND_ROBIN = "antipatterns/04_round_robin.conf"
+NO_UPGRADE = "antipatterns/04_no_upgrade_headers.conf"
+IP_HASH = "antipatterns/04_ip_hash.conf"
+GUNICORN_MANY_WORKERS = "antipatterns/04_gunicorn_many_workers.conf.py"
+POLLING_REQUESTS = 20  # requests after the open: a long-poll that survives these is sticky
+
+
+def broadcast_once_to_all(members) -> None:
+    """One sender per instance broadcasts, then a marker; every member gets each broadcast once.
+
+    The chapter 03 barrier: each instance receives the Redis channel in publication order,
+    so once a client holds every sender's marker, nothing sent before it is on its way.
+    """
+    senders = list({m.instance: m for m in members}.values())
+    for kind in ("hello", "marker"):
+        for sender in senders:
+            assert sender.client.call("broadcast", {"text": f"{kind} from {sender.label}"}) == {"ok": True}
+    markers = {f"marker from {s.label}" for s in senders}
+    for member in members:
+        member.client.wait_for(
+            "every sender's marker", lambda c: markers <= {d["text"] for d in c.received("broadcast")}
+        )
+    expected = Counter(f"hello from {s.label}" for s in senders)
+    for member in members:
+        got = Counter(d["text"] for d in member.client.received("broadcast") if d["text"].startswith("hello"))
+        assert got == expected, member
+
+
+def no_invalid_sessions(deployment) -> None:
+    for service in deployment.instances:
+        assert "Invalid session" not in service.log_text(), service.name
+
+
+@pytest.mark.parametrize(
+    ("balancer", "config", "source"),
+    [("nginx", NGINX, address_of_user), ("haproxy", HAPROXY, address_behind_one_nat)],
+    ids=["nginx-hash", "haproxy-cookie"],
+)
+def test_sticky_balancer_spreads_clients_and_delivers_every_broadcast_once(
+    deploy, connect_members, balancer, config, source
+):
+    """Through one address, 30 clients spread over 3 instances, stay put, and get every broadcast once."""
+    deployment = deploy(config, balancer=balancer)
+    # nginx: 30 clients from 30 addresses. HAProxy: all 30 from 127.0.0.1, as behind one NAT.
+    members = connect_members(deployment.url, 30, source=source)
+
+    spread = Counter(m.instance for m in members)
+    assert set(spread) == {s.name for s in deployment.instances}, spread
+    if balancer == "haproxy":
+        # Its cookie deals new clients out in turn, whatever their address.
+        assert sorted(spread.values()) == [10, 10, 10], spread
+    broadcast_once_to_all(members)
+    # Every long-poll reached the process that holds its session, and the count is whole.
+    no_invalid_sessions(deployment)
+    wait_until(
+        lambda: set(deployment.reported_online().values()) == {30},
+        timeout=10,
+        what=f"30 online on every instance, got {deployment.reported_online()}",
+    )
+    if balancer == "nginx":
+        # nginx's own log: every socket.io request from one address went to one instance.
+        upstreams: dict[str, set[str]] = {}
+        for request in access_log(deployment.proxy):
+            if "/socket.io/" in request.request:
+                upstreams.setdefault(request.client, set()).add(request.upstream)
+        assert upstreams and all(len(seen) == 1 for seen in upstreams.values()), upstreams
+
+
+@pytest.mark.parametrize(
+    ("config", "sticky"), [(NGINX, True), (ROUND_ROBIN, False)], ids=["chapter", "round-robin"]
+)
+def test_long_polling_needs_sticky_sessions_websocket_does_not(
+    deploy, connect_members, clients, config, sticky
+):
+    """Long-polling lasts behind a sticky upstream; round-robin: 400 "Invalid session"; WebSocket is fine."""
+    deployment = deploy(config)
+
+    # A raw long-polling session, five times: open, then each request on a new connection.
+    for _ in range(5):
+        sid, answers = polling_session(deployment.url, POLLING_REQUESTS)
+        if sticky:
+            assert answers == [(200, "OK")] * POLLING_REQUESTS
+        else:
+            # expected: the session's next request reaches the instance that opened it;
+            # actual: round-robin sends it to the next instance, which never heard of it.
+            assert answers == [(400, f'"Invalid session {sid}"')]
+
+    # A real python-socketio client on long-polling: it connects, or fails in its first requests.
+    if sticky:
+        connect_members(deployment.url, 6, transports=("polling",), prefix="poll")
+    else:
+        for n in range(3):
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                clients(f"poll{n}").connect(deployment.url, "polling", timeout=3)
+
+    # WebSocket only: one request opens the connection, so where the next would go never matters.
+    members = connect_members(deployment.url, 9, transports=("websocket",), prefix="ws")
+    assert len({m.instance for m in members}) > 1
+    broadcast_once_to_all(members)
+
+
+@pytest.mark.parametrize(
+    ("config", "upgrades"), [(NGINX, True), (NO_UPGRADE, False)], ids=["chapter", "no-upgrade-headers"]
+)
+def test_clients_upgrade_to_websocket_only_when_nginx_passes_the_upgrade(
+    deploy, connect_members, clients, config, upgrades
+):
+    """Browser-like clients upgrade to WebSocket; without Upgrade headers all stay on polling, unwarned."""
+    deployment = deploy(config)
+    # The browser's way: long-polling first, then the upgrade python-engineio tries at once.
+    members = connect_members(deployment.url, 6, transports=(None,))
+    assert {m.client.sio.transport() for m in members} == {"websocket" if upgrades else "polling"}
+    # Either way, they chat: the failure is silent.
+    broadcast_once_to_all(members)
+
+    # What staying on polling costs: 20 acknowledged pings from one client, counted in nginx's log.
+    member = members[0]
+
+    def requests_from(member) -> int:
+        return sum(1 for r in access_log(deployment.proxy) if r.client == member.client.source)
+
+    before = requests_from(member)
+    for _ in range(20):
+        assert member.client.call("ping") == {"ok": True}
+    if not upgrades:
+        # Each emit is a POST, each answer ends a long-poll GET: logged as they finish.
+        wait_until(
+            lambda: (
+                sum(1 for r in access_log(deployment.proxy) if r.client == member.client.source) - before
+                >= 40
+            ),
+            timeout=5,
+            what="two HTTP requests per ping in nginx's access log",
+        )
+    else:
+        # One WebSocket, logged only when it closes: no request at all per message.
+        assert requests_from(member) == before
+    # The only traces: each client's upgrade attempt, refused with a 400 in nginx's access log
+    # (the app saw a plain GET for a WebSocket), and one line in the app's log, once per process.
+    refused = [r for r in access_log(deployment.proxy) if r.status >= 400]
+    if upgrades:
+        assert refused == []
+    else:
+        assert sorted(r.client for r in refused) == sorted(m.client.source for m in members)
+        assert all("transport=websocket" in r.request and r.status == 400 for r in refused), refused
+        logs = "".join(s.log_text() for s in deployment.instances)
+        assert "Invalid transport for session" in logs
+
+    # A client that insists on WebSocket cannot connect at all without the headers.
+    websocket_only = clients("ws-only", source="127.0.99.1")
+    if upgrades:
+        websocket_only.connect(deployment.url, "websocket")
+    else:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            websocket_only.connect(deployment.url, "websocket", timeout=3)
+
+
+@pytest.mark.parametrize(("config", "spreads"), [(NGINX, True), (IP_HASH, False)], ids=["chapter", "ip-hash"])
+def test_one_subnet_spreads_only_with_a_whole_address_hash(deploy, connect_members, config, spreads):
+    """30 clients from one /24 spread over 3 instances with `hash $remote_addr`; ip_hash puts all on one."""
+    deployment = deploy(config)
+    members = connect_members(deployment.url, 30, source=address_in_one_subnet)
+    spread = Counter(m.instance for m in members)
+    if spreads:
+        assert len(spread) == 3, spread
+    else:
+        # expected: 30 addresses spread; actual: ip_hash keys on 127.0.0, one instance for all.
+        assert len(spread) == 1 and sum(spread.values()) == 30, spread
+    # Sticky either way: polling works, every broadcast arrives once.
+    broadcast_once_to_all(members)
+    no_invalid_sessions(deployment)
+
+
+def start_gunicorn_many_workers(bench, redis_url: str):
+    """The chapter app under `gunicorn -c antipatterns/04_gunicorn_many_workers.conf.py app:app`."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")  # the one installed beside this Python
+
+    def launch_on(port: int) -> Launch:
+        return Launch(
+            argv=[gunicorn, "-c", str(REPO_ROOT / GUNICORN_MANY_WORKERS), "app:app"],
+            # Each worker names itself chat-1/worker-N: ready when any answers.
+            ready=lambda service: healthz(service.url)["instance"].startswith("chat-1/worker-"),
+            env={"HOST": "127.0.0.1", "PORT": str(port), "INSTANCE_NAME": "chat-1", "REDIS_URL": redis_url},
+            cwd=REPO_ROOT / "chapters" / "04_nginx_lb",
+            url=f"http://127.0.0.1:{port}",
+        )
+
+    return bench.start("gunicorn-w4", launch_on)
+
+
+def test_gunicorn_with_four_workers_on_one_port_breaks_long_polling(bench, deploy, connect_members):
+    """`gunicorn -w 4` on one port breaks every long-poll: 400 "Invalid session"; one process never does."""
+    redis = start_redis(bench)
+    one_process = start_app(bench, CHAPTER, name="chat-1", env={"REDIS_URL": redis.url})
+    four_workers = start_gunicorn_many_workers(bench, redis.url)
+
+    for _ in range(10):
+        sid, answers = polling_session(one_process.url, POLLING_REQUESTS)
+        assert answers == [(200, "OK")] * POLLING_REQUESTS
+    for _ in range(10):
+        # expected: a session's requests reach the worker that opened it;
+        # actual: whichever of the four accepts the connection answers, and another says:
+        sid, answers = polling_session(four_workers.url, POLLING_REQUESTS)
+        assert answers[-1] == (400, f'"Invalid session {sid}"'), answers
+    # The four workers really are four processes answering on one port.
+    workers = {healthz(four_workers.url)["instance"] for _ in range(40)}
+    assert len(workers) > 1, workers
+    # WebSocket-only clients work, which is why a quick test never shows it.
+    members = connect_members(four_workers.url, 6, transports=("websocket",), source=address_behind_one_nat)
+    broadcast_once_to_all(members)
