@@ -1,0 +1,119 @@
+"""Failover drill: an instance behind nginx dies, its clients reconnect through the same address.
+
+What really happens with the chapter's nginx.conf and python-socketio's client:
+
+- The killed instance's connections drop at once (the kernel resets them), so its
+  clients notice at once, and reconnect after python-socketio's backoff (1 s, give or
+  take half: `reconnection_delay`, `randomization_factor`).
+- nginx still hashes them to the dead instance; the connect is refused, and
+  `proxy_next_upstream error` sends the request on to the next instance on the ring,
+  while `max_fails=1 fail_timeout=10s` keeps the dead one out for 10 s at a time.
+- Whatever is emitted while a client is away is lost for it: delivery is at most once
+  (chapter 03). The drill counts it.
+- A restarted instance gets new clients again once its fail_timeout has passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from lab.clients import address_of_user
+from lab.processes import wait_until
+
+NGINX = "chapters/04_nginx_lb/nginx.conf"
+CLIENTS = 60
+RECONNECT_DEADLINE = 10.0  # seconds from the kill until every orphan is connected again
+MAX_TICKS = 300  # a bound on the broadcasts sent while waiting
+
+
+def welcomes(member) -> list[str]:
+    return [d["instance"] for d in member.client.received("welcome")]
+
+
+def ticks(member) -> list[int]:
+    texts = [d["text"] for d in member.client.received("broadcast")]
+    return [int(text.split()[1]) for text in texts if text.startswith("tick ")]
+
+
+def test_clients_of_a_killed_instance_reconnect_through_nginx_to_the_others(
+    deploy, connect_members, clients, bench, record_property
+):
+    """A killed instance's clients are back on the others within 10 s; the count settles; it comes back."""
+    deployment = deploy(NGINX, env={"HEARTBEAT_SECONDS": "0.5"})
+    members = connect_members(deployment.url, CLIENTS, reconnection=True, room="drill")
+    wait_until(
+        lambda: set(deployment.reported_online().values()) == {CLIENTS}, timeout=10, what=f"{CLIENTS} online"
+    )
+    victim = deployment.instance(Counter(m.instance for m in members).most_common(1)[0][0])
+    orphans = [m for m in members if m.instance == victim.name]
+    others = [m for m in members if m.instance != victim.name]
+    sender = others[0]
+
+    # The crash. Then a tick to everyone every 50 ms until every orphan is back.
+    victim.kill()
+    killed = time.monotonic()
+    sent = 0
+
+    def every_orphan_is_back() -> bool:
+        nonlocal sent
+        sender.client.call("broadcast", {"text": f"tick {sent}"})
+        sent += 1
+        return all(len(welcomes(m)) >= 2 and m.client.sio.connected for m in orphans) or sent >= MAX_TICKS
+
+    wait_until(every_orphan_is_back, timeout=RECONNECT_DEADLINE, interval=0.05, what="every orphan back")
+    back_after = time.monotonic() - killed
+    assert sent < MAX_TICKS
+
+    # Each orphan is on a survivor, says so, and its rejoin reaches the same instance.
+    for orphan in orphans:
+        now_on = welcomes(orphan)[-1]
+        assert now_on != victim.name, orphan.label
+        ack = orphan.client.call("join", {"room": "drill", "name": orphan.label})
+        assert ack["ok"] and ack["instance"] == now_on
+
+    # The barrier: a last broadcast behind every tick, through the sender's instance.
+    sender.client.call("broadcast", {"text": "after"})
+    for member in members:
+        member.client.wait_for_event("broadcast", lambda d: d["text"] == "after")
+    # Clients of the survivors lost nothing. Each orphan lost one run of ticks, the gap, and
+    # got every tick outside it exactly once, in order.
+    for member in others:
+        assert ticks(member) == list(range(sent)), member.label
+    lost = 0
+    for orphan in orphans:
+        got = ticks(orphan)
+        assert got == sorted(set(got)), orphan.label
+        gap = sorted(set(range(sent)) - set(got))
+        assert gap == list(range(gap[0], gap[-1] + 1)) if gap else True, (orphan.label, gap)
+        lost += len(gap)
+    record_property("orphans", len(orphans))
+    record_property("seconds_until_every_orphan_was_back", round(back_after, 2))
+    record_property("ticks_lost_by_orphans", lost)
+    print(
+        f"\nfailover drill: {len(orphans)} clients of {victim.name} were back on the others "
+        f"{back_after:.1f} s after the kill; they lost {lost} of {sent * len(orphans)} tick deliveries"
+    )
+
+    # The count settles: the dead instance's set expires, and every client counts once.
+    wait_until(
+        lambda: set(deployment.reported_online().values()) == {CLIENTS},
+        timeout=10,
+        what=f"{CLIENTS} online on the survivors, got {deployment.reported_online()}",
+    )
+
+    # The instance comes back; new clients from the addresses that hashed to it reach it again.
+    deployment.instances[deployment.instances.index(victim)] = bench.restart(victim)
+    homecomers = [address_of_user(i) for i, m in enumerate(members) if m in orphans]
+    attempts = 0
+
+    def a_new_client_reaches_it() -> bool:
+        nonlocal attempts
+        client = clients(f"new{attempts}", source=homecomers[attempts % len(homecomers)])
+        attempts += 1
+        landed = client.connect(deployment.url, "websocket").wait_for_event("welcome")["instance"]
+        client.disconnect()
+        return landed == victim.name
+
+    # nginx tries it again once fail_timeout (10 s) has passed since its last failure.
+    wait_until(a_new_client_reaches_it, timeout=15, interval=0.5, what=f"a new client on {victim.name}")

@@ -1,0 +1,52 @@
+"""Chapter 04's page in a real headless Chromium, offline, through nginx in front of three instances."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+NGINX = "chapters/04_nginx_lb/nginx.conf"
+DEADLINE_MS = 10_000
+
+
+def log_line(page, text):
+    return page.get_by_test_id("log").locator("li").filter(has_text=text)
+
+
+def test_page_through_nginx_names_its_instance_and_survives_its_death(deploy, open_page):
+    """Through nginx, the page names its instance; when that instance dies, the page moves and chats on."""
+    deployment = deploy(NGINX)
+    alice, bob = open_page(deployment.url + "/"), open_page(deployment.url + "/")
+
+    # Both pages come from 127.0.0.1, so the hash gives them the same instance.
+    first = alice.get_by_test_id("instance").text_content()
+    assert first in {s.name for s in deployment.instances}
+    for page in (alice, bob):
+        page.get_by_test_id("instance").filter(has_text=re.compile(f"^{first}$")).wait_for(
+            timeout=DEADLINE_MS
+        )
+        page.get_by_test_id("transport").filter(has_text="websocket").wait_for(timeout=DEADLINE_MS)
+        page.get_by_test_id("online").filter(has_text=re.compile("^2$")).wait_for(timeout=DEADLINE_MS)
+    for page, name in ((alice, "alice"), (bob, "bob")):
+        page.locator("#join-form input[name=username]").fill(name)
+        page.get_by_role("button", name="Join").click()
+        page.get_by_test_id("room").filter(has_text="lobby").wait_for(timeout=DEADLINE_MS)
+
+    # Their instance crashes. Both pages reconnect through the same address to another one.
+    deployment.instance(first).kill()
+    for page in (alice, bob):
+        history = page.get_by_test_id("history").filter(has_text=re.compile(rf"^{first} → chat-\d$"))
+        history.wait_for(timeout=DEADLINE_MS)
+        assert page.get_by_test_id("instance").text_content() != first
+        page.get_by_test_id("status").filter(has_text=re.compile("^connected$")).wait_for(timeout=DEADLINE_MS)
+
+    # Each page rejoins its room by itself (index.html's connect handler), and hears itself
+    # join a second time; then they chat on.
+    for page, name in ((alice, "alice"), (bob, "bob")):
+        log_line(page, f"{name} joined lobby").nth(1).wait_for(timeout=DEADLINE_MS)
+    alice.locator("#message-form input[name=text]").fill("still here")
+    alice.get_by_role("button", name="Send").click()
+    log_line(bob, "alice: still here").wait_for(timeout=DEADLINE_MS)
