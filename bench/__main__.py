@@ -1,16 +1,16 @@
-"""`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]` and `python -m bench 03 [--quick]`."""
+"""`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import async_modes, redis_scaling
+from bench import async_modes, common, nginx_lb, redis_scaling
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("chapter", choices=["02", "03"], help="which chapter's scenarios to run")
+    parser.add_argument("chapter", choices=["02", "03", "04"], help="which chapter's scenarios to run")
     parser.add_argument(
         "--quick", action="store_true", help="small counts, under a minute: a smoke check, written to .lab/"
     )
@@ -27,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         modes = list(async_modes.MODES) if args.modes == "all" else (args.modes or "").split(",")
         modes = [m.strip() for m in modes if m.strip()] or list(async_modes.DEFAULT_MODES)
         record = async_modes.run(args.quick, args.max_clients, modes, args.out)
-        async_modes.print_targets(record)
-    else:
+    elif args.chapter == "03":
         record = redis_scaling.run(args.quick, args.max_clients, args.out)
-        redis_scaling.print_targets(record)
+    else:
+        record = nginx_lb.run(args.quick, args.max_clients, args.out)
+    common.print_targets(record)
     return 0
 
 

@@ -423,10 +423,6 @@ def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     return found
 
 
-def _verdict(passed: bool | None) -> str:
-    return {True: "pass", False: "FAIL", None: "not measured"}[passed]
-
-
 def summary_markdown(record: dict[str, Any]) -> str:
     """The tables the docs include (`--8<-- "docs/bench/02-summary.md"`): written by the bench only."""
     lines = common.machine_line(record, "02")
@@ -485,12 +481,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
             f"{reference['us_per_delivery']} µs per delivery."
         )
     lines.append("")
-    lines.append(
-        common.markdown_table(
-            ["target", "measured", "verdict"],
-            [[t["target"], t["measured"], _verdict(t["pass"])] for t in record["targets"]],
-        )
-    )
+    lines.append(common.targets_table(record["targets"]))
     return "\n".join(lines)
 
 
@@ -511,8 +502,3 @@ def _latency_cell(record: dict[str, Any], mode: str, clients: int) -> str | None
         return None
     latency = step["latency"]["latency"]
     return f"{latency['p50_ms']:.0f} / {latency['p99_ms']:.0f}" if latency["count"] else None
-
-
-def print_targets(record: dict[str, Any]) -> None:
-    for target in record["targets"]:
-        print(f"[{_verdict(target['pass']):>12}] {target['target']}: {target['measured']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -14,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import psutil
 
-from lab.processes import REPO_ROOT
+from lab.loadclient import LoadClient, raise_fd_limit
+from lab.processes import REPO_ROOT, Service
 
 DOCS_BENCH = REPO_ROOT / "docs" / "bench"
 QUICK_OUT = REPO_ROOT / ".lab" / "bench-quick"
@@ -33,6 +35,36 @@ PACKAGES = (
     "gunicorn",
     "redis",
 )
+
+
+class Stepped(Protocol):
+    """A bench's frozen Settings dataclass: it adds clients in steps."""
+
+    client_steps: tuple[int, ...]
+
+
+SettingsT = TypeVar("SettingsT", bound=Stepped)
+
+
+def up_to(settings: SettingsT, max_clients: int | None) -> SettingsT:
+    """`--max-clients N`: the steps below N, then N itself as the largest."""
+    if not max_clients:
+        return settings
+    steps = tuple(n for n in settings.client_steps if n < max_clients) + (max_clients,)
+    return dataclasses.replace(settings, client_steps=steps)
+
+
+def new_record(chapter: str, quick: bool, settings: Any) -> dict[str, Any]:
+    """How every record opens: which run, on which machine, with what settings.
+
+    The open-files limit is raised first, so the record says what the servers inherit.
+    """
+    return {
+        "chapter": chapter,
+        "quick": quick,
+        "machine": machine_details(raise_fd_limit()),
+        "settings": dataclasses.asdict(settings),
+    }
 
 
 def machine_details(fd_limit: dict[str, Any]) -> dict[str, Any]:
@@ -137,11 +169,76 @@ class Budget:
         return self.left() <= 0
 
 
+def stop_services(services: list[Service]) -> None:
+    """Stop a scenario's servers, newest first (a proxy before the instances behind it)."""
+    for service in reversed(services):
+        service.stop()
+
+
+async def burst_step(
+    fleet: LoadClient,
+    clients: int,
+    burst_deliveries: int,
+    budget: Budget,
+    servers: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Grow the fleet to `clients`, record `servers()`, then a burst that must reach every client.
+
+    The step says `broke`, and why, when the budget was spent, a client failed to connect
+    or a delivery was missing at the deadline: the caller adds no more clients after it.
+    """
+    if budget.spent():
+        return {"broke": "stopped: the time budget was spent before this step"}
+    opened = await fleet.open(clients - len(fleet.connections), timeout=budget.left())
+    step: dict[str, Any] = {
+        "connect": {"seconds": round(opened.seconds, 2), "failed": opened.failed, "errors": opened.errors}
+    }
+    # Recorded after a failed connect too: the servers' descriptors then are the 'why'.
+    step.update(servers())
+    if opened.failed:
+        return {**step, "broke": f"connection failures: {opened.failed}"}
+    # About `burst_deliveries` deliveries in 2 to 50 broadcasts; slower than 2,000 a second counts as lost.
+    count = max(2, min(50, burst_deliveries // clients))
+    timeout = min(budget.left() + 5, 10 + clients * count / 2000)
+    burst = await fleet.measure(count, sequential=False, timeout=timeout)
+    step["burst"] = burst.as_dict()
+    if not burst.complete:
+        step["broke"] = f"lost deliveries: {burst.lost} of {burst.expected} after {timeout:.0f}s"
+    return step
+
+
 def output_dir(quick: bool, out: str | None) -> Path:
     """docs/bench/ for a full run; a quick smoke run goes elsewhere so it never overwrites results."""
     path = Path(out) if out else (QUICK_OUT if quick else DOCS_BENCH)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def write_results(
+    record: dict[str, Any],
+    out: Path,
+    name: str,
+    plot: Callable[[dict[str, Any], Path], object],
+    summary: Callable[[dict[str, Any]], str],
+) -> None:
+    """A chapter's JSON record (<name>.json), its plots, and the summary the docs include."""
+    write_json(out / f"{name}.json", record)
+    plot(record, out)
+    (out / f"{record['chapter']}-summary.md").write_text(summary(record))
+
+
+def delivery_target(servers: str, steps: dict[str, dict[str, Any]], biggest: int) -> dict[str, Any]:
+    """Every message reaches `biggest` clients; any step that broke on the way fails it.
+
+    `steps` maps a client count (a JSON key) to its step record, as burst_step wrote it.
+    """
+    stopped = next((step["broke"] for step in steps.values() if step.get("broke")), None)
+    burst = steps.get(str(biggest), {}).get("burst")
+    return {
+        "target": f"{servers} deliver every message to {biggest:,} clients",
+        "measured": f"{burst['delivered']:,} of {burst['expected']:,}" if burst else stopped,
+        "pass": False if stopped else (burst["lost"] == 0 if burst else None),
+    }
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
@@ -176,6 +273,22 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def verdict(passed: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "not measured"}[passed]
+
+
+def targets_table(targets: list[dict[str, Any]]) -> str:
+    """The last table of every summary: each target, what was measured, and the verdict."""
+    rows = [[t["target"], t["measured"], verdict(t["pass"])] for t in targets]
+    return markdown_table(["target", "measured", "verdict"], rows)
+
+
+def print_targets(record: dict[str, Any]) -> None:
+    """What `python -m bench NN` ends with: one line per target."""
+    for target in record["targets"]:
+        print(f"[{verdict(target['pass']):>12}] {target['target']}: {target['measured']}")
 
 
 def say(message: str) -> None:

@@ -140,6 +140,17 @@ def _round_trips(record: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def _p50_p99_bars(ax, latencies: dict[str, dict[str, Any]]) -> None:
+    """A pair of bars per label, p50 beside p99, from latency summaries (`p50_ms`, `p99_ms`)."""
+    labels = list(latencies)
+    width = 0.38
+    for offset, key, color in ((-width / 2, "p50_ms", "tab:blue"), (width / 2, "p99_ms", "tab:red")):
+        values = [latencies[label][key] for label in labels]
+        ax.bar([i + offset for i in range(len(labels))], values, width, color=color, label=key[:3])
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.legend()
+
+
 def redis_scaling(record: dict[str, Any], out: Path) -> list[Path]:
     """Chapter 03's figures: same- vs cross-instance latency, and deliveries/s per instance count."""
     machine = record["machine"]
@@ -148,12 +159,7 @@ def redis_scaling(record: dict[str, Any], out: Path) -> list[Path]:
     latency = record.get("latency", {})
     labels = [label for label, data in latency.items() if data.get("latency", {}).get("count")]
     fig, ax = _figure("Broadcast latency, 10 clients per instance: p50 and p99", "", "ms", machine)
-    width = 0.38
-    for offset, key, color in ((-width / 2, "p50_ms", "tab:blue"), (width / 2, "p99_ms", "tab:red")):
-        values = [latency[label]["latency"][key] for label in labels]
-        ax.bar([i + offset for i in range(len(labels))], values, width, color=color, label=key[:3])
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
-    ax.legend()
+    _p50_p99_bars(ax, {label: latency[label]["latency"] for label in labels})
     written.append(out / "03-cross-instance-latency.png")
     _save(fig, written[-1])
 
@@ -169,5 +175,45 @@ def redis_scaling(record: dict[str, Any], out: Path) -> list[Path]:
     ax.yaxis.set_major_formatter(PLAIN)
     ax.legend()
     written.append(out / "03-throughput.png")
+    _save(fig, written[-1])
+    return written
+
+
+def nginx_lb(record: dict[str, Any], out: Path) -> list[Path]:
+    """Chapter 04's figures: the round trip direct vs through nginx, and fan-out through nginx."""
+    machine = record["machine"]
+    written = []
+
+    round_trip = record.get("round_trip", {})
+    paths = [path for path in ("direct", "through nginx") if round_trip.get(path, {}).get("count")]
+    fig, ax = _figure("ping round trip, one instance: direct vs through nginx", "", "ms", machine)
+    _p50_p99_bars(ax, {path: round_trip[path] for path in paths})
+    written.append(out / "04-round-trip.png")
+    _save(fig, written[-1])
+
+    steps = record.get("fan_out", {}).get("steps", {})
+    bursts = [(int(clients), step["burst"]) for clients, step in steps.items() if "burst" in step]
+    instances = record.get("fan_out", {}).get("instances")
+    title = f"Fan-out through nginx to {instances} instances: a burst of broadcasts"
+    fig, ax = _figure(title, "clients", "deliveries/s", machine)
+    xs = [clients for clients, _ in bursts]
+    ax.plot(
+        xs, [b["deliveries_per_s"] for _, b in bursts], marker="o", color="tab:blue", label="deliveries/s"
+    )
+    # p99 on its own axis: another unit, over the same client counts.
+    right = ax.twinx()
+    p99 = [b["latency"]["p99_ms"] for _, b in bursts]
+    right.plot(xs, p99, "--", marker="s", color="tab:red", label="p99 delivery latency (ms)")
+    right.set_ylabel("ms")
+    if xs:  # a log axis with no points cannot be drawn; a skipped fan-out leaves the frame empty
+        ax.set_xscale("log")
+        ax.set_xticks(xs)
+        _plain_log(ax.xaxis)
+    ax.yaxis.set_major_formatter(PLAIN)
+    ax.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower center")
+    written.append(out / "04-fan-out.png")
     _save(fig, written[-1])
     return written

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from bench import common, plots
 from lab.apps import start_app
 from lab.chapters import Topology, start_topology
-from lab.loadclient import LoadClient, loopback_sources, raise_fd_limit
+from lab.loadclient import LoadClient, loopback_sources
 from lab.processes import LabBench, Service, ServiceFailed
 
 CHAPTER = "chapters/03_redis_scaling/app.py"
@@ -49,18 +49,8 @@ QUICK = Settings(10, 10, 5, (100, 400), (1, 2, 3), 2_000, 60, 2)
 
 
 def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]:
-    settings = QUICK if quick else FULL
-    if max_clients:
-        steps = tuple(n for n in settings.client_steps if n < max_clients) + (max_clients,)
-        settings = Settings(**{**settings.__dict__, "client_steps": steps})
-    record: dict[str, Any] = {
-        "chapter": "03",
-        "quick": quick,
-        "machine": common.machine_details(raise_fd_limit()),
-        "settings": settings.__dict__,
-        "latency": {},
-        "throughput": {},
-    }
+    settings = common.up_to(QUICK if quick else FULL, max_clients)
+    record: dict[str, Any] = {**common.new_record("03", quick, settings), "latency": {}, "throughput": {}}
     budget = common.Budget(settings.total_seconds)
     with (
         LabBench(common.log_dir("03")) as bench,
@@ -75,9 +65,7 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
             bar.update(1)
     record["targets"] = targets(record, settings)
     out_dir = common.output_dir(quick, out)
-    common.write_json(out_dir / "03-redis-scaling.json", record)
-    plots.redis_scaling(record, out_dir)
-    (out_dir / "03-summary.md").write_text(summary_markdown(record))
+    common.write_results(record, out_dir, "03-redis-scaling", plots.redis_scaling, summary_markdown)
     return record
 
 
@@ -86,11 +74,6 @@ def _cluster(bench: LabBench, count: int, prefix: str) -> list[Service]:
     return start_topology(
         bench, Topology(CHAPTER, instances=count, needs_redis=True), prefix=prefix, timeout=60
     )
-
-
-def _stop(services: list[Service]) -> None:
-    for service in reversed(services):
-        service.stop()
 
 
 # -- latency at 10 clients ----------------------------------------------------------------------
@@ -114,7 +97,7 @@ def _latency_scenarios(bench: LabBench, settings: Settings) -> dict[str, Any]:
         results["one instance, with the queue"] = {"skipped": str(exc)[:300]}
     else:
         results["one instance, with the queue"] = asyncio.run(_latency([one[0].url], settings))["all"]
-        _stop(one)
+        common.stop_services(one)
     try:
         cluster = _cluster(bench, 2, "latency")
     except ServiceFailed as exc:
@@ -123,7 +106,7 @@ def _latency_scenarios(bench: LabBench, settings: Settings) -> dict[str, Any]:
     report = asyncio.run(_latency([s.url for s in cluster], settings))
     results["same instance, with the queue"] = report["by_server"][0]
     results["cross instance, via the queue"] = report["by_server"][1]
-    _stop(cluster)
+    common.stop_services(cluster)
     return results
 
 
@@ -157,7 +140,7 @@ def _throughput(bench: LabBench, count: int, settings: Settings, budget: common.
         share = common.Budget(budget.left() / max(1, 4 - count))
         return asyncio.run(_throughput_steps(cluster, settings, share))
     finally:
-        _stop(cluster)
+        common.stop_services(cluster)
 
 
 async def _throughput_steps(
@@ -165,29 +148,15 @@ async def _throughput_steps(
 ) -> dict[int, Any]:
     results: dict[int, Any] = {}
     urls = [s.url for s in cluster]
+
+    def servers() -> dict[str, Any]:
+        return {"server_rss_mb": [round(common.tree_rss(s.pid) / 2**20, 1) for s in cluster]}
+
     async with LoadClient(urls, sources=loopback_sources(settings.sources)) as fleet:
         for clients in settings.client_steps:
-            step: dict[str, Any] = {}
+            step = await common.burst_step(fleet, clients, settings.burst_deliveries, budget, servers)
             results[clients] = step
-            if budget.spent():
-                step["broke"] = "stopped: the time budget was spent before this step"
-                break
-            opened = await fleet.open(clients - len(fleet.connections), timeout=budget.left())
-            step["connect"] = {
-                "seconds": round(opened.seconds, 2),
-                "failed": opened.failed,
-                "errors": opened.errors,
-            }
-            if opened.failed:
-                step["broke"] = f"connection failures: {opened.failed}"
-                break
-            step["server_rss_mb"] = [round(common.tree_rss(s.pid) / 2**20, 1) for s in cluster]
-            count = max(2, min(50, settings.burst_deliveries // clients))
-            timeout = min(budget.left() + 5, 10 + clients * count / 2000)
-            burst = await fleet.measure(count, sequential=False, timeout=timeout)
-            step["burst"] = burst.as_dict()
-            if not burst.complete:
-                step["broke"] = f"lost deliveries: {burst.lost} of {burst.expected} after {timeout:.0f}s"
+            if "broke" in step:
                 break
     return results
 
@@ -210,18 +179,8 @@ def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
             "pass": (added <= 1.0) if added is not None else None,
         }
     ]
-    biggest = max(settings.client_steps)
-    runs = [series.get("2", {}) for series in record["throughput"].values()]
-    stopped = next((run["broke"] for run in runs if run.get("broke")), None)
-    run = record["throughput"].get(str(biggest), {}).get("2", {})
-    burst = run.get("burst")
-    found.append(
-        {
-            "target": f"two instances deliver every message to {biggest:,} clients",
-            "measured": f"{burst['delivered']:,} of {burst['expected']:,}" if burst else stopped,
-            "pass": False if stopped else (burst["lost"] == 0 if burst else None),
-        }
-    )
+    two = {clients: series.get("2", {}) for clients, series in record["throughput"].items()}
+    found.append(common.delivery_target("two instances", two, max(settings.client_steps)))
     return found
 
 
@@ -260,19 +219,5 @@ def summary_markdown(record: dict[str, Any]) -> str:
             ["clients", "instances", "deliveries/s", "delivered", "out of order", "result"], rows
         )
     )
-    lines.append(
-        common.markdown_table(
-            ["target", "measured", "verdict"],
-            [
-                [t["target"], t["measured"], {True: "pass", False: "FAIL", None: "not measured"}[t["pass"]]]
-                for t in record["targets"]
-            ],
-        )
-    )
+    lines.append(common.targets_table(record["targets"]))
     return "\n".join(lines)
-
-
-def print_targets(record: dict[str, Any]) -> None:
-    for target in record["targets"]:
-        verdict = {True: "pass", False: "FAIL", None: "not measured"}[target["pass"]]
-        print(f"[{verdict:>12}] {target['target']}: {target['measured']}")

@@ -1,0 +1,394 @@
+"""Chapter 04 under load: what nginx adds to a round trip, and 10,000 clients through it.
+
+- Added round trip: Redis, one chapter 04 instance, and nginx in front of it, run from
+  chapters/04_nginx_lb/nginx.conf. Half of a small fleet connects to the instance
+  directly, half through nginx; `ping` round trips (emit to ack) take turns between the
+  two, one at a time, so whatever else the machine does falls on both alike. p50/p99 of
+  each path, and nginx's share: the difference.
+- Fan-out: three instances behind nginx; 1,000, 4,000 and 10,000 clients connect to
+  nginx's one address from 16 loopback source addresses (the config hashes the client's
+  address: from one address, every client would land on one instance), and a burst of
+  broadcasts must reach every client. Per step: open file descriptors and memory of
+  each nginx process and each instance, and the clients each instance holds. With the
+  open-files limit each process runs under, that is the descriptor arithmetic the
+  chapter's nginx.conf is sized by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from tqdm import tqdm
+
+from bench import common, plots
+from lab.apps import healthz
+from lab.chapters import Topology, start_topology
+from lab.loadclient import LeanConnection, LoadClient, latency_summary, loopback_sources
+from lab.nginx import start_nginx
+from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
+
+CHAPTER = "chapters/04_nginx_lb/app.py"
+NGINX_CONF = "chapters/04_nginx_lb/nginx.conf"
+DIRECT, PROXIED = "direct", "through nginx"
+# What the config asks of the system, recorded beside what each process actually got.
+SIZING = ("worker_processes", "worker_rlimit_nofile", "worker_connections")
+# "2026/11/21 20:14:27 [alert] 4755#4755: *12 message, client: 127.0.3.1, ..." -> level, message:
+# the client's details are left out, so one kind of message counts as one.
+NGINX_PROBLEM = re.compile(r"\[(emerg|alert|crit|error)\] \d+#\d+: (?:\*\d+ )?(.*?)(?:, client: .*)?$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    round_trip_clients: int  # half straight to the instance, half through nginx
+    rounds: int  # round trips per connection in the added-round-trip scenario, after the warm-up
+    warmup_rounds: int
+    client_steps: tuple[int, ...]
+    instances: int
+    burst_deliveries: int
+    total_seconds: float
+    sources: int
+
+
+FULL = Settings(10, 200, 20, (1000, 4000, 10_000), 3, 40_000, 10 * 60, 16)
+QUICK = Settings(10, 20, 5, (100, 400), 3, 2_000, 60, 16)
+
+
+def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]:
+    settings = common.up_to(QUICK if quick else FULL, max_clients)
+    record: dict[str, Any] = {**common.new_record("04", quick, settings), "round_trip": {}, "fan_out": {}}
+    budget = common.Budget(settings.total_seconds)
+    with (
+        LabBench(common.log_dir("04")) as bench,
+        tqdm(total=2, desc="bench 04", unit="scenario", file=sys.stderr) as bar,
+    ):
+        bar.set_postfix_str("added round trip")
+        record["round_trip"] = _round_trip_scenario(bench, settings, budget)
+        bar.update(1)
+        bar.set_postfix_str(f"fan-out to {max(settings.client_steps):,}")
+        record["fan_out"] = _fan_out_scenario(bench, settings, budget)
+        bar.update(1)
+    record["targets"] = targets(record, settings)
+    out_dir = common.output_dir(quick, out)
+    common.write_results(record, out_dir, "04-nginx-lb", plots.nginx_lb, summary_markdown)
+    return record
+
+
+def _behind_nginx(bench: LabBench, count: int, prefix: str) -> list[Service]:
+    """Redis, `count` chapter instances, and nginx from the chapter's own config, last in the list."""
+    cluster = start_topology(
+        bench, Topology(CHAPTER, instances=count, needs_redis=True), prefix=prefix, timeout=60
+    )
+    return [*cluster, start_nginx(bench, NGINX_CONF, cluster, name=f"{prefix}-nginx")]
+
+
+# -- nginx's added round trip -------------------------------------------------------------------
+
+
+def _round_trip_scenario(bench: LabBench, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    try:
+        services = _behind_nginx(bench, 1, "rt")
+    except ServiceFailed as exc:
+        return {"skipped": str(exc)[:300]}
+    instance, proxy = services
+    try:
+        return asyncio.run(_round_trips(instance.url, proxy.url, settings, budget))
+    finally:
+        common.stop_services(services)
+
+
+async def _round_trips(
+    direct_url: str, proxy_url: str, settings: Settings, budget: common.Budget
+) -> dict[str, Any]:
+    """Round trips on each path, in turns; their p50/p99 and what nginx adds to each."""
+    # Connection i goes to URL i mod 2: even ones straight to the instance, odd ones through nginx.
+    async with LoadClient([direct_url, proxy_url]) as fleet:
+        opened = await fleet.open(settings.round_trip_clients, timeout=min(30, budget.left()))
+        if opened.failed:
+            return {"skipped": f"connection failures: {opened.errors}"}
+        by_path: dict[str, list[LeanConnection]] = {DIRECT: [], PROXIED: []}
+        for conn in fleet.connections:
+            by_path[PROXIED if conn.index % 2 else DIRECT].append(conn)
+        pairs = list(zip(by_path[DIRECT], by_path[PROXIED], strict=False))
+        try:
+            # Warm-up, not counted: the connects just made trigger the online-count writes and pushes.
+            await _alternate(fleet, pairs, settings.warmup_rounds, budget)
+            samples = await _alternate(fleet, pairs, settings.rounds, budget)
+        except (TimeoutError, ConnectionError) as exc:
+            return {"broke": f"a ping got no ack: {type(exc).__name__}: {exc}"[:300]}
+    result: dict[str, Any] = {path: latency_summary(times) for path, times in samples.items()}
+    result["added_ms"] = {
+        key[:3]: _difference(result[PROXIED][key], result[DIRECT][key]) for key in ("p50_ms", "p99_ms")
+    }
+    return result
+
+
+async def _alternate(
+    fleet: LoadClient, pairs: list[tuple[LeanConnection, LeanConnection]], rounds: int, budget: common.Budget
+) -> dict[str, list[float]]:
+    """`rounds` round trips per connection, one at a time, each path going first every other round."""
+    samples: dict[str, list[float]] = {DIRECT: [], PROXIED: []}
+    for number in range(rounds):
+        if budget.spent():
+            break
+        for direct, proxied in pairs:
+            turns = [(DIRECT, direct), (PROXIED, proxied)]
+            for path, conn in turns if number % 2 == 0 else turns[::-1]:
+                samples[path].append(await fleet.round_trip(conn, timeout=5))
+    return samples
+
+
+def _difference(later: float | None, earlier: float | None) -> float | None:
+    return round(later - earlier, 3) if later is not None and earlier is not None else None
+
+
+# -- fan-out through nginx to three instances ---------------------------------------------------
+
+
+def _fan_out_scenario(bench: LabBench, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    try:
+        services = _behind_nginx(bench, settings.instances, "fan")
+    except ServiceFailed as exc:
+        return {"skipped": str(exc)[:300]}
+    *cluster, proxy = services
+    result: dict[str, Any] = {
+        "instances": len(cluster),
+        "source_addresses": settings.sources,
+        "open_files_limit": _limits(proxy, cluster),
+        "idle": _servers_state(proxy, cluster),
+    }
+    try:
+        result["steps"] = asyncio.run(_fan_out_steps(proxy, cluster, settings, budget))
+    finally:
+        # Read after the clients have gone: what nginx complained of while they were on.
+        result["nginx_problems"] = _nginx_problems(proxy.log_text())
+        common.stop_services(services)
+    return result
+
+
+async def _fan_out_steps(
+    proxy: Service, cluster: list[Service], settings: Settings, budget: common.Budget
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    async with LoadClient(proxy.url, sources=loopback_sources(settings.sources)) as fleet:
+        for clients in settings.client_steps:
+            step = await common.burst_step(
+                fleet, clients, settings.burst_deliveries, budget, lambda: _servers_state(proxy, cluster)
+            )
+            step["connected"] = fleet.live  # what the per-client figures divide by, in a broken step too
+            results[str(clients)] = step  # as JSON keys are, so the record reads the same reloaded
+            if "broke" in step:
+                step["logs"] = _evidence(proxy, cluster)
+                break
+    return results
+
+
+def _servers_state(proxy: Service, cluster: list[Service]) -> dict[str, Any]:
+    """Descriptors and memory of nginx (and of each worker) and of each instance, with its clients."""
+    online = _online_by_instance(cluster[0])
+    workers = [_usage(child.pid) for child in _children(proxy.pid)]
+    return {
+        "nginx": {**_usage(proxy.pid), "workers": workers},
+        "instances": [
+            # The count leaves out instances with no clients: absent is 0, unless nobody answered.
+            {"name": s.name, "clients": None if online is None else online.get(s.name, 0), **_usage(s.pid)}
+            for s in cluster
+        ],
+    }
+
+
+def _usage(pid: int) -> dict[str, Any]:
+    return {"fds": common.tree_fds(pid), "rss_mb": round(common.tree_rss(pid) / 2**20, 1)}
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _online_by_instance(instance: Service) -> dict[str, int] | None:
+    """Clients per instance, as the chapter counts them in Redis: asked of one instance, directly."""
+    try:
+        return healthz(instance.url, timeout=5).get("online_by_instance")
+    except (OSError, ValueError):
+        return None  # a busy or dead instance: the counts are missing, the step goes on
+
+
+def _limits(proxy: Service, cluster: list[Service]) -> dict[str, Any]:
+    """What nginx.conf asks for, and the open-files limit each process really runs under."""
+    config = (REPO_ROOT / NGINX_CONF).read_text()
+    asked = {}
+    for name in SIZING:
+        found = re.search(rf"^\s*{name}\s+(\S+);", config, re.M)
+        asked[name] = found.group(1) if found else None
+    return {
+        "nginx_conf": asked,
+        "nginx_workers": [_open_files_limit(child.pid) for child in _children(proxy.pid)],
+        "instances": [_open_files_limit(s.pid) for s in cluster],
+    }
+
+
+def _open_files_limit(pid: int) -> dict[str, int | str] | None:
+    """From /proc/<pid>/limits: prlimit() on nginx's workers (another user) is refused here."""
+    try:
+        lines = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return {"soft": _number(soft), "hard": _number(hard)}
+    return None
+
+
+def _number(text: str) -> int | str:
+    return int(text) if text.isdigit() else text  # "unlimited" stays a word
+
+
+def _nginx_problems(log: str, most: int = 8) -> list[dict[str, Any]]:
+    """nginx's emerg/alert/crit/error lines, one per kind of message, with how often it came."""
+    found = Counter(
+        f"[{m[1]}] {m[2].strip()}"[:200] for m in map(NGINX_PROBLEM.search, log.splitlines()) if m
+    )
+    return [{"line": line, "count": count} for line, count in found.most_common(most)]
+
+
+def _evidence(proxy: Service, cluster: list[Service]) -> dict[str, Any]:
+    """Each server's own words, kept in the record of a step that broke."""
+    logs = {proxy.name: common.log_tail(proxy.log_text())}
+    for service in cluster:
+        logs[service.name] = common.log_errors(service.log_text()) or common.log_tail(service.log_text())
+    return logs
+
+
+# -- verdicts and summary -----------------------------------------------------------------------
+
+
+def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    round_trip = record["round_trip"]
+    added = round_trip.get("added_ms", {}).get("p50")
+    found = [
+        {
+            "target": "nginx adds <= 0.2 ms to the ping round trip at p50 (through nginx vs direct)",
+            "measured": f"{added} ms"
+            if added is not None
+            else round_trip.get("broke", round_trip.get("skipped")),
+            "pass": (added <= 0.2) if added is not None else (False if "broke" in round_trip else None),
+        }
+    ]
+    steps = record["fan_out"].get("steps", {})
+    servers = f"nginx and {settings.instances} instances"
+    found.append(common.delivery_target(servers, steps, max(settings.client_steps)))
+    return found
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    lines = common.machine_line(record, "04")
+    lines += _round_trip_lines(record["round_trip"])
+    fan_out = record["fan_out"]
+    if "skipped" in fan_out:
+        lines.append(f"Fan-out through nginx: not measured ({fan_out['skipped']}).\n")
+    else:
+        lines += _fan_out_lines(fan_out)
+        lines += _descriptor_lines(fan_out, record["machine"]["fd_limit"])
+    lines.append(common.targets_table(record["targets"]))
+    return "\n".join(lines)
+
+
+def _round_trip_lines(data: dict[str, Any]) -> list[str]:
+    if "added_ms" not in data:
+        return [f"Added round trip: not measured ({data.get('broke') or data.get('skipped')}).\n"]
+    rows = [
+        [path, data[path]["count"], data[path]["p50_ms"], data[path]["p99_ms"]] for path in (DIRECT, PROXIED)
+    ]
+    header = ["`ping` round trip, one instance", "round trips", "p50 (ms)", "p99 (ms)"]
+    added = data["added_ms"]
+    return [
+        common.markdown_table(header, rows),
+        f"nginx adds {added['p50']} ms at p50 and {added['p99']} ms at p99: the round trips took turns "
+        "between the two paths, one at a time, on the same instance.\n",
+    ]
+
+
+def _fan_out_lines(fan_out: dict[str, Any]) -> list[str]:
+    rows = []
+    for clients, step in fan_out["steps"].items():
+        burst = step.get("burst", {})
+        latency = burst.get("latency", {})
+        connect = step.get("connect", {})
+        rows.append(
+            [
+                f"{int(clients):,}",
+                _clients_per_instance(step),
+                connect.get("seconds"),
+                connect.get("failed"),
+                f"{burst['deliveries_per_s']:,}" if burst.get("deliveries_per_s") else None,
+                f"{burst['delivered']:,} of {burst['expected']:,}" if burst else None,
+                f"{latency['p50_ms']:.0f} / {latency['p99_ms']:.0f}" if latency.get("count") else None,
+                burst.get("disorder"),
+                step.get("broke") or "all delivered",
+            ]
+        )
+    header = ["clients", "per instance", "connect (s)", "failed", "deliveries/s", "delivered"]
+    header += ["burst p50 / p99 (ms)", "out of order", "result"]
+    intro = (
+        f"Fan-out: every client connects to nginx, from {fan_out['source_addresses']} loopback "
+        f"addresses; nginx hashes each address to one of {fan_out['instances']} instances.\n"
+    )
+    return [intro, common.markdown_table(header, rows)]
+
+
+def _clients_per_instance(step: dict[str, Any]) -> str | None:
+    counts = [instance.get("clients") for instance in step.get("instances", [])]
+    return " / ".join(f"{c:,}" for c in counts) if counts and None not in counts else None
+
+
+def _descriptor_lines(fan_out: dict[str, Any], bench_limit: dict[str, Any]) -> list[str]:
+    """Open descriptors per process at each step: what the open-files limits must hold."""
+    idle = fan_out["idle"]
+    rows = []
+    for step in fan_out["steps"].values():
+        if "nginx" not in step:
+            continue
+        connected = step["connected"]
+        nginx_added = step["nginx"]["fds"] - idle["nginx"]["fds"]
+        held = [i["fds"] - j["fds"] for i, j in zip(step["instances"], idle["instances"], strict=True)]
+        rows.append(
+            [
+                f"{connected:,}",
+                " + ".join(f"{w['fds']:,}" for w in step["nginx"]["workers"]),
+                round(nginx_added / connected, 2) if connected else None,
+                " / ".join(f"{i['fds']:,}" for i in step["instances"]),
+                round(sum(held) / connected, 2) if connected else None,
+                f"{step['nginx']['rss_mb']} / " + " / ".join(str(i["rss_mb"]) for i in step["instances"]),
+            ]
+        )
+    header = ["clients connected", "nginx workers' fds", "nginx fds per client", "instances' fds"]
+    header += ["instance fds per client", "RSS MB: nginx / instances"]
+    return [common.markdown_table(header, rows), _limits_sentence(fan_out, bench_limit)]
+
+
+def _limits_sentence(fan_out: dict[str, Any], bench_limit: dict[str, Any]) -> str:
+    limits = fan_out["open_files_limit"]
+    asked = limits["nginx_conf"]
+    got = ", ".join(f"{w['soft']:,}" if w else "unknown" for w in limits["nginx_workers"])
+    text = (
+        f"nginx.conf asks for `worker_processes {asked['worker_processes']}`, "
+        f"`worker_connections {asked['worker_connections']}` and "
+        f"`worker_rlimit_nofile {asked['worker_rlimit_nofile']}`; its {len(limits['nginx_workers'])} "
+        f"workers ran with an open-files limit of {got}, the instances and the load client with "
+        f"{bench_limit['soft']:,} (hard {bench_limit['hard']:,})."
+    )
+    problems = fan_out.get("nginx_problems") or []
+    if problems:
+        said = "; ".join(f"`{p['line']}` ({p['count']}x)" for p in problems)
+        text += f" nginx logged: {said}."
+    return text + "\n"
