@@ -6,7 +6,8 @@ What this shows
     Redis: `SocketIO(message_queue=REDIS_URL)`. A room message, a `broadcast`
     and a `notice` reach every addressed client, whichever instance it is
     connected to. The number of users online is counted in Redis, across all
-    instances, and pushed to everyone on every change. A `notice` can come
+    instances; each instance tells its own clients within a second of a
+    change (at most one push a second). A `notice` can come
     from outside the app too: `POST /notify`, or the separate process
     notify.py, which only publishes to Redis.
 
@@ -72,8 +73,9 @@ CHANNEL = os.environ.get("SOCKETIO_CHANNEL", "flask-socketio")
 # Unset: anyone who can reach the port may POST /notify (fine on loopback, in the lab).
 # Set: POST /notify needs "Authorization: Bearer <NOTIFY_TOKEN>".
 NOTIFY_TOKEN = os.environ.get("NOTIFY_TOKEN", "")
-# At most one push of the online count per instance per second: a burst of connects adds
-# up to one push, not one push per connect to every client (n connects x n clients).
+# Each instance reads the count from Redis this often and, when it moved, tells its own
+# clients. A burst of connects costs each client one message per interval, not one per
+# connect (n connects x n clients), nor one per instance (instances x n).
 ONLINE_PUSH_SECONDS = 1.0
 # How often this instance rewrites its users into Redis. A crashed instance's users
 # still count for up to ONLINE_TTL seconds (three missed rewrites), then drop out.
@@ -194,7 +196,8 @@ local_sids: set[str] = set()
 # One writer at a time (a greenlet lock, thanks to the patch): writes reach Redis in the
 # order they were decided, so an older snapshot never overwrites a newer one.
 write_lock = threading.Lock()
-# Set on every connect and disconnect here; the count loop below wakes up and pushes.
+# Set on every connect and disconnect here: the count loop below then pushes even if the
+# total did not move (a newcomer needs it).
 users_changed = threading.Event()
 
 
@@ -243,15 +246,17 @@ def track_connection(online):
 
 
 def online_count_loop():
-    """Push the count when our users changed; rewrite our set every HEARTBEAT_SECONDS.
+    """Every second, read the count from Redis and tell our own clients if it moved.
 
-    A change here goes to every client of every instance, through the queue. A change
-    seen only in Redis (another instance crashed and its set expired; Redis restarted
-    empty) goes to our own clients: every instance tells its own.
+    Every instance does the same for its own clients, so each client hears of a change
+    within about a second, wherever it happened (another instance's connects, a crashed
+    instance's set expiring, Redis restarting empty), and no count crosses the queue:
+    pushed through it, each change would reach every client once per instance.
+    Our set is rewritten every HEARTBEAT_SECONDS.
     """
     last_total, last_rewrite, redis_down = None, float("-inf"), False
     while True:
-        changed = users_changed.wait(timeout=HEARTBEAT_SECONDS)
+        changed = users_changed.is_set()
         users_changed.clear()
         try:
             if time.monotonic() - last_rewrite >= HEARTBEAT_SECONDS:
@@ -261,7 +266,7 @@ def online_count_loop():
             total = sum(per_instance.values())
             if changed or total != last_total:
                 payload = {"count": total, "instances": per_instance, "version": version}
-                socketio.emit("online", payload, ignore_queue=not changed)
+                socketio.emit("online", payload, ignore_queue=True)
             last_total = total
             if redis_down:
                 app.logger.warning("online count: Redis is back; users rewritten")
