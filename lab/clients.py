@@ -48,9 +48,15 @@ class _SourceBoundEngineIO(engineio.Client):
         if self.source is None:
             return super()._connect_websocket(url, headers, engineio_path)
         parts = urlsplit(url)
-        sock = socket.create_connection(
-            (parts.hostname, parts.port or 80), timeout=self.request_timeout, source_address=(self.source, 0)
-        )
+        try:
+            address = (parts.hostname, parts.port or 80)
+            sock = socket.create_connection(address, self.request_timeout, source_address=(self.source, 0))
+        except OSError:
+            # What the library does when its own connect fails: a failed upgrade leaves the
+            # client on polling; a failed connect raises the error its reconnect loop retries on.
+            if self.sid:
+                return False
+            raise engineio.exceptions.ConnectionError("Connection error") from None
         self.websocket_extra_options = {"socket": sock}
         try:
             upgraded = super()._connect_websocket(url, headers, engineio_path)
