@@ -5,8 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lab.apps import start_apps
+from lab.haproxy import start_haproxy
+from lab.nginx import start_nginx
 from lab.processes import LabBench, Service
 from lab.redis_server import start_redis
+
+BALANCERS = {"nginx": start_nginx, "haproxy": start_haproxy}
+# With fixed ports, the balancer listens this far above the first instance (5080, 5180).
+BALANCER_PORT_OFFSET = 80
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,8 @@ class Topology:
     instances: int = 1
     needs_redis: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    # One address in front of the instances: ("nginx" or "haproxy", its config file).
+    balancer: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,30 @@ CHAPTERS: dict[str, Chapter] = {
             "only the sender's instance does. The chapter pages count users across both instances."
         ),
     ),
+    "04": Chapter(
+        "04",
+        "nginx, sticky sessions",
+        correct=Topology(
+            "chapters/04_nginx_lb/app.py",
+            instances=3,
+            needs_redis=True,
+            balancer=("nginx", "chapters/04_nginx_lb/nginx.conf"),
+        ),
+        antipattern=Topology(
+            "chapters/04_nginx_lb/app.py",
+            instances=3,
+            needs_redis=True,
+            balancer=("nginx", "antipatterns/04_round_robin.conf"),
+        ),
+        demo=(
+            "Open the two nginx addresses (chapter-nginx, antipattern-nginx), each in two windows.\n"
+            "Behind the chapter's sticky nginx, each page names its instance and goes to websocket.\n"
+            "Behind round-robin nginx, the pages flap between connected and disconnected: each\n"
+            "long-poll lands on another instance (400 Invalid session). Then kill the instance a\n"
+            "chapter page names (kill $(lsof -ti tcp:PORT -sTCP:LISTEN), its PORT printed above):\n"
+            "the page moves to another instance and keeps chatting."
+        ),
+    ),
 }
 
 
@@ -73,12 +105,13 @@ def start_topology(
     first_port: int | None = None,
     timeout: float = 30.0,
 ) -> list[Service]:
-    """Start Redis if the topology needs it, then its app instances, named <prefix>-1 ... <prefix>-N."""
+    """Start Redis if the topology needs it, its app instances, named <prefix>-1 ... <prefix>-N,
+    and its balancer, <prefix>-nginx (or -haproxy), which comes first in the list returned."""
     env = dict(topology.env)
     if topology.needs_redis:
         redis = start_redis(bench, name=f"{prefix}-redis")
         env["REDIS_URL"] = redis.url
-    return start_apps(
+    instances = start_apps(
         bench,
         topology.script,
         topology.instances,
@@ -87,3 +120,8 @@ def start_topology(
         first_port=first_port,
         timeout=timeout,
     )
+    if topology.balancer is None:
+        return instances
+    kind, config = topology.balancer
+    port = first_port + BALANCER_PORT_OFFSET if first_port else None
+    return [BALANCERS[kind](bench, config, instances, name=f"{prefix}-{kind}", port=port), *instances]

