@@ -11,6 +11,11 @@ What really happens with the chapter's nginx.conf and python-socketio's client:
 - Whatever is emitted while a client is away is lost for it: delivery is at most once
   (chapter 03). The drill counts it.
 - A restarted instance gets new clients again once its fail_timeout has passed.
+
+HAProxy (haproxy.cfg) goes through the same drill: the cookie names the dead instance,
+the connect is refused, and `option redispatch` sends the retry to another instance,
+which gets a new cookie; its health check (`inter 1s rise 1`) lets the restarted one
+back in.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
+
 from lab.clients import address_of_user
 from lab.processes import wait_until
 
 NGINX = "chapters/04_nginx_lb/nginx.conf"
+HAPROXY = "chapters/04_nginx_lb/haproxy.cfg"
 CLIENTS = 60
 RECONNECT_DEADLINE = 10.0  # seconds from the kill until every orphan is connected again
 MAX_TICKS = 300  # a bound on the broadcasts sent while waiting
@@ -36,11 +44,14 @@ def ticks(member) -> list[int]:
     return [int(text.split()[1]) for text in texts if text.startswith("tick ")]
 
 
-def test_clients_of_a_killed_instance_reconnect_through_nginx_to_the_others(
-    deploy, connect_members, clients, bench, record_property
+@pytest.mark.parametrize(
+    ("balancer", "config"), [("nginx", NGINX), ("haproxy", HAPROXY)], ids=["nginx", "haproxy"]
+)
+def test_clients_of_a_killed_instance_reconnect_through_one_address_to_the_others(
+    deploy, connect_members, clients, bench, record_property, balancer, config
 ):
     """A killed instance's clients are back on the others within 10 s; the count settles; it comes back."""
-    deployment = deploy(NGINX, env={"HEARTBEAT_SECONDS": "0.5"})
+    deployment = deploy(config, balancer=balancer, env={"HEARTBEAT_SECONDS": "0.5"})
     members = connect_members(deployment.url, CLIENTS, reconnection=True, room="drill")
     wait_until(
         lambda: set(deployment.reported_online().values()) == {CLIENTS}, timeout=10, what=f"{CLIENTS} online"
@@ -91,7 +102,7 @@ def test_clients_of_a_killed_instance_reconnect_through_nginx_to_the_others(
     record_property("seconds_until_every_orphan_was_back", round(back_after, 2))
     record_property("ticks_lost_by_orphans", lost)
     print(
-        f"\nfailover drill: {len(orphans)} clients of {victim.name} were back on the others "
+        f"\nfailover drill ({balancer}): {len(orphans)} clients of {victim.name} were back on the others "
         f"{back_after:.1f} s after the kill; they lost {lost} of {sent * len(orphans)} tick deliveries"
     )
 
@@ -102,7 +113,7 @@ def test_clients_of_a_killed_instance_reconnect_through_nginx_to_the_others(
         what=f"{CLIENTS} online on the survivors, got {deployment.reported_online()}",
     )
 
-    # The instance comes back; new clients from the addresses that hashed to it reach it again.
+    # The instance comes back; new clients (from the addresses that hashed to it) reach it again.
     deployment.instances[deployment.instances.index(victim)] = bench.restart(victim)
     homecomers = [address_of_user(i) for i, m in enumerate(members) if m in orphans]
     attempts = 0
@@ -115,5 +126,6 @@ def test_clients_of_a_killed_instance_reconnect_through_nginx_to_the_others(
         client.disconnect()
         return landed == victim.name
 
-    # nginx tries it again once fail_timeout (10 s) has passed since its last failure.
+    # nginx tries it again once fail_timeout (10 s) has passed since its last failure;
+    # HAProxy, once its health check has seen it up.
     wait_until(a_new_client_reaches_it, timeout=15, interval=0.5, what=f"a new client on {victim.name}")

@@ -8,6 +8,8 @@ loopback addresses (127.0.1.1, 127.0.2.1, ...), as many users on many machines w
 
 from __future__ import annotations
 
+import asyncio
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,6 +19,7 @@ import socketio
 
 from lab.apps import healthz, start_app
 from lab.clients import address_behind_one_nat, address_in_one_subnet, address_of_user, polling_session
+from lab.loadclient import LoadClient, loopback_sources
 from lab.nginx import access_log
 from lab.processes import REPO_ROOT, Launch, wait_until
 from lab.redis_server import start_redis
@@ -234,3 +237,32 @@ def test_gunicorn_with_four_workers_on_one_port_breaks_long_polling(bench, deplo
     # WebSocket-only clients work, which is why a quick test never shows it.
     members = connect_members(four_workers.url, 6, transports=("websocket",), source=address_behind_one_nat)
     broadcast_once_to_all(members)
+
+
+def without_the_limits(config: str, folder: Path) -> str:
+    """The chapter's nginx.conf with its `limits` section cut: nginx's defaults, 1 worker, 512 each."""
+    text = (REPO_ROOT / config).read_text()
+    limits = re.compile(r"# --8<-- \[start:limits\].*# --8<-- \[end:limits\]", re.S)
+    path = folder / "nginx-default-limits.conf"
+    path.write_text(limits.sub("events {}", text))
+    return str(path)
+
+
+async def connect_websockets(url: str, count: int) -> int:
+    async with LoadClient(url, sources=loopback_sources(4)) as fleet:
+        return (await fleet.open(count, timeout=30)).connected
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["chapter", "nginx-defaults"])
+def test_nginx_defaults_stop_a_proxy_at_about_250_clients(deploy, tmp_path, sized):
+    """The chapter's limits take 400 clients; nginx's defaults (1 worker, 512 connections) stop at ~250."""
+    config = NGINX if sized else without_the_limits(NGINX, tmp_path)
+    deployment = deploy(config)
+    connected = asyncio.run(connect_websockets(deployment.url, 400))
+    if sized:
+        assert connected == 400
+    else:
+        # Each client holds two of the worker's 512 connections: to nginx, and nginx's to an instance.
+        assert 200 <= connected < 256, connected
+        # Silently: near the limit the worker stops accepting, and the rest wait until they time out.
+        assert "[alert]" not in deployment.proxy.log_text() and "[error]" not in deployment.proxy.log_text()
