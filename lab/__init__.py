@@ -1,9 +1,10 @@
 """The lab bench: starts the real processes a chapter needs, and owns them.
 
 Tests, the demo server (`python -m lab.serve`) and the load bench all start
-redis-server, app instances, nginx and Celery workers through one
-`LabBench`, which waits for each to be ready against a deadline, writes each
-one's output to a log file and kills every process tree it started on exit.
+redis-server, app instances, nginx and HAProxy (Celery workers come with
+chapter 05) through one `LabBench`, which waits for each to be ready against
+a deadline, writes each one's output to a log file and kills every process
+tree it started on exit.
 
 Chapters never import this package: each chapter runs on its own.
 """

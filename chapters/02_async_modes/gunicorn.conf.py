@@ -16,8 +16,9 @@ worker_class = "gevent"
 # ONE worker. gunicorn balances each HTTP request to any free worker, with no sticky
 # sessions, and Socket.IO's polling transport needs every request of a session to reach
 # the process that holds it (Flask-SocketIO's deployment docs: "it is not possible to use
-# more than one worker process"). Scale with more single-worker processes behind nginx's
-# sticky `ip_hash` and a Redis message queue: chapters 03 and 04.
+# more than one worker process"). Scale with more single-worker processes behind a sticky
+# balancer and a Redis message queue: chapters 03 and 04 (antipatterns/04_gunicorn_many_workers.conf.py
+# is this file with four workers, and its test shows the 400s).
 workers = 1
 # The gevent worker's cap on simultaneous connections (default 1000). Every websocket
 # holds one for its whole life; app.py's MAX_CLIENTS explains the 10000.
