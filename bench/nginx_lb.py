@@ -6,7 +6,7 @@
   two, one at a time, so whatever else the machine does falls on both alike. p50/p99 of
   each path, and nginx's share: the difference.
 - Fan-out: three instances behind nginx; 1,000, 4,000 and 10,000 clients connect to
-  nginx's one address from 16 loopback source addresses (the config hashes the client's
+  nginx's one address from 64 loopback source addresses (the config hashes the client's
   address: from one address, every client would land on one instance), and a burst of
   broadcasts must reach every client. Per step: open file descriptors and memory of
   each nginx process and each instance, and the clients each instance holds. With the
@@ -56,8 +56,8 @@ class Settings:
     sources: int
 
 
-FULL = Settings(10, 200, 20, (1000, 4000, 10_000), 3, 40_000, 10 * 60, 16)
-QUICK = Settings(10, 20, 5, (100, 400), 3, 2_000, 60, 16)
+FULL = Settings(10, 200, 20, (1000, 4000, 10_000), 3, 40_000, 10 * 60, 64)
+QUICK = Settings(10, 20, 5, (100, 400), 3, 2_000, 60, 64)
 
 
 def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]:
