@@ -9,11 +9,13 @@ example ports a reader can use as they are (instances on 5001, 5002, ...; nginx 
 - the `server host:port` lines of the first upstream block become one line per
   running instance, with the first line's options (`max_fails=...`);
 - `listen NNNN` becomes nginx's own port, on loopback;
-- the lines in LAB_HTTP_LINES open the `http` block: the access log and temporary
-  files go to the bench's folder, and each access-log line names the instance that
-  answered (`upstream=`), which the tests read;
-- `daemon off` and the pid file are given on the command line (`-g`), and errors go
-  to stderr (`-e`), so nginx runs in the foreground and logs to the bench's log.
+- the lines in LAB_HTTP_LINES open the `http` block: a second access log, whose lines
+  name the instance that answered (`upstream=`), which the tests read;
+- nginx runs in the bench's folder (`-p`), where the config's own relative paths put
+  its access log and temporary files; `daemon off` and the pid file are given on the
+  command line (`-g`), and errors go to stderr (`-e`), so nginx runs in the foreground
+  and logs to the bench's log. A config with no paths of its own gets the ones nginx
+  was built with (Debian: /var/log/nginx, /var/lib/nginx), which only root may write.
 
 Nothing else in the file changes, so the test runs what the reader copies.
 """
@@ -30,15 +32,10 @@ from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
 LAB_HTTP_LINES = """
-    # -- added by the lab bench (lab/nginx.py): its own log and temporary folders --
+    # -- added by the lab bench (lab/nginx.py): an access log that names the instance --
     log_format lab '$remote_addr "$request" $status upstream=$upstream_addr '
                    'upstream_status=$upstream_status';
-    access_log {state}/access.log lab;
-    client_body_temp_path {state}/client_body;
-    proxy_temp_path {state}/proxy;
-    fastcgi_temp_path {state}/fastcgi;
-    uwsgi_temp_path {state}/uwsgi;
-    scgi_temp_path {state}/scgi;
+    access_log {state}/lab-access.log lab;
     # -- end of the lab bench's lines --
 """
 
@@ -86,7 +83,7 @@ class Request:
 
 def access_log(proxy: Service) -> list[Request]:
     """The requests nginx has logged so far (its access log, written per request)."""
-    path = _state_dir(proxy.log_path.parent, proxy.name) / "access.log"
+    path = _state_dir(proxy.log_path.parent, proxy.name) / "lab-access.log"
     if not path.exists():
         return []
     lines = (LOG_LINE.match(line) for line in path.read_text().splitlines())
@@ -115,10 +112,6 @@ def start_nginx(
     template = (REPO_ROOT / config).read_text()
     state = _state_dir(bench.log_dir, name)
     state.mkdir(exist_ok=True)
-    for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (state / temp).mkdir(exist_ok=True)
-        # Started as root, nginx's workers drop to an unprivileged user that must write here.
-        (state / temp).chmod(0o777)
 
     def launch_on(chosen: int) -> Launch:
         rendered = state / "nginx.conf"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psutil
@@ -102,14 +103,23 @@ class Serve:
             text=True,
         )
         self.output: list[str] = []
+        # A thread reads the lines as they come, so a wait can have a deadline.
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # the end of the output
 
     def read_until(self, text: str, timeout: float = 90) -> str:
         """Read lines until one holds `text`; fail with what was printed if none does in time."""
         deadline = time.monotonic() + timeout
         while not self.output or text not in self.output[-1]:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self.process.stdout], [], [], max(0, left))
-            line = self.process.stdout.readline() if ready else ""
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
             if not line:
                 raise AssertionError(f"no line with {text!r} in {timeout}s:\n{''.join(self.output)}")
             self.output.append(line)
@@ -184,7 +194,7 @@ def test_nginx_fills_real_ports_into_a_copyable_config(bench):
     assert answered_by == {f"127.0.0.1:{app.port}" for app in apps}
 
 
-def test_nginx_render_keeps_everything_but_ports_and_the_labs_folders(tmp_path):
+def test_nginx_render_keeps_everything_but_ports_and_the_labs_log(tmp_path):
     """Only the upstream servers, the listen port and the lab's log lines change; the rest stays."""
     config = (
         "events { worker_connections 64; }\n"

@@ -263,6 +263,5 @@ def test_nginx_defaults_stop_a_proxy_at_about_250_clients(deploy, tmp_path, size
         assert connected == 400
     else:
         # Each client holds two of the worker's 512 connections: to nginx, and nginx's to an instance.
+        # The rest fail; nginx's log says "512 worker_connections are not enough" in some runs only.
         assert 200 <= connected < 256, connected
-        # Silently: near the limit the worker stops accepting, and the rest wait until they time out.
-        assert "[alert]" not in deployment.proxy.log_text() and "[error]" not in deployment.proxy.log_text()
