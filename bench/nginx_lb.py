@@ -12,6 +12,11 @@
   each nginx process and each instance, and the clients each instance holds. With the
   open-files limit each process runs under, that is the descriptor arithmetic the
   chapter's nginx.conf is sized by.
+- What staying on long-polling costs: one instance behind two nginx, the chapter's and
+  its twin without Upgrade headers (antipatterns/04_no_upgrade_headers.conf). A browser-like
+  python-socketio client behind each (polling first, then the upgrade it can only get
+  from the chapter's); `ping` round trips in turns, and the HTTP requests each costs,
+  counted in nginx's access log.
 """
 
 from __future__ import annotations
@@ -19,23 +24,27 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+import socketio
 from tqdm import tqdm
 
 from bench import common, plots
 from lab.apps import healthz
 from lab.chapters import Topology, start_topology
+from lab.clients import RecordingClient, disconnect_all
 from lab.loadclient import LeanConnection, LoadClient, latency_summary, loopback_sources
-from lab.nginx import start_nginx
+from lab.nginx import access_log, start_nginx
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
 CHAPTER = "chapters/04_nginx_lb/app.py"
 NGINX_CONF = "chapters/04_nginx_lb/nginx.conf"
+NO_UPGRADE_CONF = "antipatterns/04_no_upgrade_headers.conf"
 DIRECT, PROXIED = "direct", "through nginx"
 # What the config asks of the system, recorded beside what each process actually got.
 SIZING = ("worker_processes", "worker_rlimit_nofile", "worker_connections")
@@ -54,22 +63,31 @@ class Settings:
     burst_deliveries: int
     total_seconds: float
     sources: int
+    polling_pings: int  # per client, in the polling-cost scenario
 
 
-FULL = Settings(10, 200, 20, (1000, 4000, 10_000), 3, 40_000, 10 * 60, 64)
-QUICK = Settings(10, 20, 5, (100, 400), 3, 2_000, 60, 64)
+FULL = Settings(10, 200, 20, (1000, 4000, 10_000), 3, 40_000, 10 * 60, 64, 500)
+QUICK = Settings(10, 20, 5, (100, 400), 3, 2_000, 60, 64, 50)
 
 
 def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]:
     settings = common.up_to(QUICK if quick else FULL, max_clients)
-    record: dict[str, Any] = {**common.new_record("04", quick, settings), "round_trip": {}, "fan_out": {}}
+    record: dict[str, Any] = {
+        **common.new_record("04", quick, settings),
+        "round_trip": {},
+        "polling_cost": {},
+        "fan_out": {},
+    }
     budget = common.Budget(settings.total_seconds)
     with (
         LabBench(common.log_dir("04")) as bench,
-        tqdm(total=2, desc="bench 04", unit="scenario", file=sys.stderr) as bar,
+        tqdm(total=3, desc="bench 04", unit="scenario", file=sys.stderr) as bar,
     ):
         bar.set_postfix_str("added round trip")
         record["round_trip"] = _round_trip_scenario(bench, settings, budget)
+        bar.update(1)
+        bar.set_postfix_str("polling vs websocket")
+        record["polling_cost"] = _polling_cost_scenario(bench, settings)
         bar.update(1)
         bar.set_postfix_str(f"fan-out to {max(settings.client_steps):,}")
         record["fan_out"] = _fan_out_scenario(bench, settings, budget)
@@ -146,6 +164,61 @@ async def _alternate(
 
 def _difference(later: float | None, earlier: float | None) -> float | None:
     return round(later - earlier, 3) if later is not None and earlier is not None else None
+
+
+# -- what staying on long-polling costs ----------------------------------------------------------
+
+# Each client leaves from its own address, so nginx's access log tells their requests apart.
+POLLING_CLIENTS = {"websocket": ("127.0.50.1", NGINX_CONF), "polling": ("127.0.51.1", NO_UPGRADE_CONF)}
+
+
+def _polling_cost_scenario(bench: LabBench, settings: Settings) -> dict[str, Any]:
+    try:
+        instance, *_ = start_topology(bench, Topology(CHAPTER, needs_redis=True), prefix="poll", timeout=60)
+        proxies = {
+            transport: start_nginx(bench, config, [instance], name=f"poll-{transport}")
+            for transport, (_, config) in POLLING_CLIENTS.items()
+        }
+    except ServiceFailed as exc:
+        return {"skipped": str(exc)[:300]}
+    clients = {
+        transport: RecordingClient(transport, source=source)
+        for transport, (source, _) in POLLING_CLIENTS.items()
+    }
+    try:
+        for transport, client in clients.items():
+            # The browser's way: polling first, then the upgrade, which only the chapter's nginx passes.
+            client.connect(proxies[transport].url, None)
+            if client.sio.transport() != transport:
+                return {"broke": f"behind {POLLING_CLIENTS[transport][1]}: {client.sio.transport()}"}
+        before = {t: _requests_from(proxies[t], source) for t, (source, _) in POLLING_CLIENTS.items()}
+        times: dict[str, list[float]] = {transport: [] for transport in clients}
+        for number in range(settings.polling_pings):
+            turns = list(clients.items())
+            for transport, client in turns if number % 2 == 0 else turns[::-1]:
+                started = time.perf_counter()
+                client.call("ping", timeout=5)
+                times[transport].append(time.perf_counter() - started)
+    except (TimeoutError, socketio.exceptions.SocketIOError) as exc:
+        return {"broke": f"a ping got no ack: {type(exc).__name__}: {exc}"[:300]}
+    finally:
+        disconnect_all(list(clients.values()))
+        # The last long-poll is logged once it ends: after the disconnect.
+        common.stop_services([*proxies.values(), instance])
+    result: dict[str, Any] = {}
+    for transport, (source, _) in POLLING_CLIENTS.items():
+        requests = _requests_from(proxies[transport], source) - before[transport]
+        result[transport] = {
+            **latency_summary(times[transport]),
+            "http_requests": requests,
+            "http_requests_per_ping": round(requests / settings.polling_pings, 2),
+        }
+    return result
+
+
+def _requests_from(proxy: Service, source: str) -> int:
+    """The requests from one client address in nginx's access log so far (a WebSocket: one, at its end)."""
+    return sum(1 for request in access_log(proxy) if request.client == source)
 
 
 # -- fan-out through nginx to three instances ---------------------------------------------------
@@ -293,6 +366,7 @@ def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
 def summary_markdown(record: dict[str, Any]) -> str:
     lines = common.machine_line(record, "04")
     lines += _round_trip_lines(record["round_trip"])
+    lines += _polling_cost_lines(record.get("polling_cost", {}))
     fan_out = record["fan_out"]
     if "skipped" in fan_out:
         lines.append(f"Fan-out through nginx: not measured ({fan_out['skipped']}).\n")
@@ -301,6 +375,31 @@ def summary_markdown(record: dict[str, Any]) -> str:
         lines += _descriptor_lines(fan_out, record["machine"]["fd_limit"])
     lines.append(common.targets_table(record["targets"]))
     return "\n".join(lines)
+
+
+def _polling_cost_lines(data: dict[str, Any]) -> list[str]:
+    if "polling" not in data:
+        return [f"Polling vs WebSocket: not measured ({data.get('broke') or data.get('skipped')}).\n"]
+    rows = [
+        [label, data[t]["count"], data[t]["http_requests_per_ping"], data[t]["p50_ms"], data[t]["p99_ms"]]
+        for t, label in (
+            ("websocket", "WebSocket (the chapter's nginx)"),
+            ("polling", "long-polling (no Upgrade headers)"),
+        )
+    ]
+    header = [
+        "`ping` round trip, one client",
+        "round trips",
+        "HTTP requests per ping",
+        "p50 (ms)",
+        "p99 (ms)",
+    ]
+    return [
+        common.markdown_table(header, rows),
+        "Both clients start on long-polling, as browsers do; only the chapter's nginx lets one "
+        "upgrade. Their pings took turns. A WebSocket is one request in nginx's log, for its whole "
+        "life.\n",
+    ]
 
 
 def _round_trip_lines(data: dict[str, Any]) -> list[str]:
@@ -313,9 +412,18 @@ def _round_trip_lines(data: dict[str, Any]) -> list[str]:
     added = data["added_ms"]
     return [
         common.markdown_table(header, rows),
-        f"nginx adds {added['p50']} ms at p50 and {added['p99']} ms at p99: the round trips took turns "
-        "between the two paths, one at a time, on the same instance.\n",
+        f"nginx adds {_added(added['p50'], 'p50')} and {_added(added['p99'], 'p99')}: the round trips "
+        "took turns between the two paths, one at a time, on the same instance.\n",
     ]
+
+
+def _added(ms: float | None, at: str) -> str:
+    """What nginx adds at one percentile, in words; a proxy cannot make a round trip faster."""
+    if ms is None:
+        return f"an unmeasured amount at {at}"
+    if ms < 0:
+        return f"nothing measurable at {at} (the difference, {ms} ms, is noise)"
+    return f"{ms} ms at {at}"
 
 
 def _fan_out_lines(fan_out: dict[str, Any]) -> list[str]:

@@ -191,6 +191,15 @@ def nginx_lb(record: dict[str, Any], out: Path) -> list[Path]:
     written.append(out / "04-round-trip.png")
     _save(fig, written[-1])
 
+    # Another client (python-socketio's, which can long-poll), so another figure.
+    cost = record.get("polling_cost", {})
+    transports = [t for t in ("websocket", "polling") if cost.get(t, {}).get("count")]
+    title = "ping round trip through nginx: WebSocket vs stuck on long-polling"
+    fig, ax = _figure(title, "", "ms", machine)
+    _p50_p99_bars(ax, {t: cost[t] for t in transports})
+    written.append(out / "04-polling-cost.png")
+    _save(fig, written[-1])
+
     steps = record.get("fan_out", {}).get("steps", {})
     bursts = [(int(clients), step["burst"]) for clients, step in steps.items() if "burst" in step]
     instances = record.get("fan_out", {}).get("instances")

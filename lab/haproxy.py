@@ -15,10 +15,10 @@ file says (`log stdout`), logs one line per request to the bench's log.
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab.apps import healthz
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
@@ -67,13 +67,9 @@ def start_haproxy(
         rendered.write_text(render_config(template, chosen, addresses))
         return Launch(
             argv=[binary, "-db", "-f", str(rendered)],
-            ready=lambda service: _healthy(service.url),
+            # Ready when an instance's /healthz answers through it.
+            ready=lambda service: healthz(service.url)["status"] == "ok",
             url=f"http://127.0.0.1:{chosen}",
         )
 
     return bench.start(name, launch_on, port=port)
-
-
-def _healthy(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-        return response.status == 200

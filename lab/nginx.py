@@ -23,11 +23,11 @@ Nothing else in the file changes, so the test runs what the reader copies.
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.apps import healthz
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
@@ -123,7 +123,8 @@ def start_nginx(
                 *("-p", str(state), "-c", str(rendered), "-e", "stderr"),
                 *("-g", f"daemon off; pid {state}/nginx.pid;"),
             ],
-            ready=lambda service: _healthy(service.url),
+            # Ready when an instance's /healthz answers through it.
+            ready=lambda service: healthz(service.url)["status"] == "ok",
             url=f"http://127.0.0.1:{chosen}",
         )
 
@@ -133,8 +134,3 @@ def start_nginx(
 def _state_dir(log_dir: Path, name: str) -> Path:
     """Where one nginx keeps its rendered config, pid, access log and temporary files."""
     return (log_dir / f"{name}-state").resolve()
-
-
-def _healthy(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-        return response.status == 200
