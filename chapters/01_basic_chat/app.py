@@ -114,6 +114,45 @@ def refuse(event, reason):
 # --8<-- [end:validate]
 
 
+# --8<-- [start:errors]
+@socketio.on_error_default
+def on_handler_error(error):
+    """Whatever a handler raises: the sender gets a reason and a failed ack; the log, one line.
+
+    A client that is not this page can send anything. `42["join",{...},{...}]` (two
+    arguments) makes the call itself raise TypeError before the handler runs. A
+    traceback for each such event would let one client fill the disk.
+    """
+    event, args = request.event["message"], request.event["args"]
+    app.logger.warning("refused %r from %s: %s: %s", event, request.sid, type(error).__name__, error)
+    if len(args) > 1:
+        return refuse(event, f"send one object, not {len(args)} arguments")
+    return refuse(event, "the server could not handle this event")
+
+
+def sent_by_the_client():
+    """True when a `connect` or `disconnect` handler runs for an event a client sent itself.
+
+    Any client can emit an event named "disconnect", and python-socketio hands it to the
+    disconnect handler. The real one runs while the connection is still pending
+    (python-socketio's pre_connect and pre_disconnect); a client's own, once it is connected.
+    """
+    return socketio.server.manager.is_connected(request.sid, request.namespace)
+
+
+# Rooms a client names live under this prefix, apart from the rooms the server keeps for
+# itself: each connection's own room, named after its sid (and, in chapter 05, each
+# user's). A client that names a sid as its room finds nothing there to leave or write to.
+ROOM_PREFIX = "room:"
+
+
+def chat_room(name):
+    return ROOM_PREFIX + name
+
+
+# --8<-- [end:errors]
+
+
 # --8<-- [start:handlers]
 @socketio.on("join")
 def on_join(data=None):
@@ -123,8 +162,8 @@ def on_join(data=None):
         return refuse("join", str(bad))
     room, name = fields["room"], fields["name"]
     session["name"] = name
-    join_room(room)
-    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=room)
+    join_room(chat_room(room))
+    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=chat_room(room))
     return {"ok": True, "room": room, "instance": INSTANCE_NAME}
 
 
@@ -134,10 +173,10 @@ def on_leave(data=None):
         room = require(data, room=MAX_ROOM)["room"]
     except BadPayload as bad:
         return refuse("leave", str(bad))
-    if room not in rooms():
+    if chat_room(room) not in rooms():
         return refuse("leave", f"you are not in room '{room}'")
-    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=room)
-    leave_room(room)
+    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=chat_room(room))
+    leave_room(chat_room(room))
     return {"ok": True, "room": room}
 
 
@@ -149,10 +188,10 @@ def on_message(data=None):
     except BadPayload as bad:
         return refuse("message", str(bad))
     room = fields["room"]
-    if room not in rooms():
+    if chat_room(room) not in rooms():
         return refuse("message", f"join room '{room}' before writing to it")
-    # to=room: only the room's members receive it (the sender is one of them).
-    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=room)
+    # to=chat_room(room): only the room's members receive it (the sender is one of them).
+    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=chat_room(room))
     return {"ok": True}
 
 
@@ -161,11 +200,14 @@ def on_message(data=None):
 
 @socketio.on("disconnect")
 def on_disconnect(reason=None):
-    # rooms() also lists the connection's own private room, named after its sid.
+    if sent_by_the_client():
+        return refuse("disconnect", "a client cannot send 'disconnect'; close the connection instead")
+    # rooms() also lists the connection's own room, named after its sid: not a chat room.
     for room in rooms():
-        if room != request.sid:
-            text = f"{session.get('name', 'someone')} left {room}"
-            emit("system", {"room": room, "text": text}, to=room, include_self=False)
+        if room.startswith(ROOM_PREFIX):
+            name = room.removeprefix(ROOM_PREFIX)
+            text = f"{session.get('name', 'someone')} left {name}"
+            emit("system", {"room": name, "text": text}, to=room, include_self=False)
 
 
 # --8<-- [end:handlers]

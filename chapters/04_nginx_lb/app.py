@@ -173,6 +173,45 @@ def refuse(event, reason):
 # --8<-- [end:validate]
 
 
+# --8<-- [start:errors]
+@socketio.on_error_default
+def on_handler_error(error):
+    """Whatever a handler raises: the sender gets a reason and a failed ack; the log, one line.
+
+    A client that is not this page can send anything. `42["join",{...},{...}]` (two
+    arguments) makes the call itself raise TypeError before the handler runs. A
+    traceback for each such event would let one client fill the disk.
+    """
+    event, args = request.event["message"], request.event["args"]
+    app.logger.warning("refused %r from %s: %s: %s", event, request.sid, type(error).__name__, error)
+    if len(args) > 1:
+        return refuse(event, f"send one object, not {len(args)} arguments")
+    return refuse(event, "the server could not handle this event")
+
+
+def sent_by_the_client():
+    """True when a `connect` or `disconnect` handler runs for an event a client sent itself.
+
+    Any client can emit an event named "disconnect", and python-socketio hands it to the
+    disconnect handler. The real one runs while the connection is still pending
+    (python-socketio's pre_connect and pre_disconnect); a client's own, once it is connected.
+    """
+    return socketio.server.manager.is_connected(request.sid, request.namespace)
+
+
+# Rooms a client names live under this prefix, apart from the rooms the server keeps for
+# itself: each connection's own room, named after its sid (and, in chapter 05, each
+# user's). A client that names a sid as its room finds nothing there to leave or write to.
+ROOM_PREFIX = "room:"
+
+
+def chat_room(name):
+    return ROOM_PREFIX + name
+
+
+# --8<-- [end:errors]
+
+
 # --8<-- [start:online]
 # Users online across all instances. Each instance owns one Redis set of the session ids
 # connected to it, "<channel>:online:<instance>", and is the only one to write it; the
@@ -274,6 +313,8 @@ def online_count_loop():
 
 @socketio.on("connect")
 def on_connect(auth=None):
+    if sent_by_the_client():
+        return refuse("connect", "a client cannot send 'connect'; it is connected already")
     track_connection(online=True)
     # --8<-- [start:welcome]
     # Behind one address, the page cannot tell from its URL which instance holds its
@@ -296,8 +337,8 @@ def on_join(data=None):
     session["name"] = name
     # Rooms are kept by the instance that holds the connection; the queue carries each
     # room emit to every instance, and each delivers it to its own members of the room.
-    join_room(room)
-    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=room)
+    join_room(chat_room(room))
+    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=chat_room(room))
     return {"ok": True, "room": room, "instance": INSTANCE_NAME}
 
 
@@ -307,10 +348,10 @@ def on_leave(data=None):
         room = require(data, room=MAX_ROOM)["room"]
     except BadPayload as bad:
         return refuse("leave", str(bad))
-    if room not in rooms():
+    if chat_room(room) not in rooms():
         return refuse("leave", f"you are not in room '{room}'")
-    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=room)
-    leave_room(room)
+    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=chat_room(room))
+    leave_room(chat_room(room))
     return {"ok": True, "room": room}
 
 
@@ -321,19 +362,22 @@ def on_message(data=None):
     except BadPayload as bad:
         return refuse("message", str(bad))
     room = fields["room"]
-    if room not in rooms():
+    if chat_room(room) not in rooms():
         return refuse("message", f"join room '{room}' before writing to it")
-    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=room)
+    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=chat_room(room))
     return {"ok": True}
 
 
 @socketio.on("disconnect")
 def on_disconnect(reason=None):
-    # rooms() also lists the connection's own private room, named after its sid.
+    if sent_by_the_client():
+        return refuse("disconnect", "a client cannot send 'disconnect'; close the connection instead")
+    # rooms() also lists the connection's own room, named after its sid: not a chat room.
     for room in rooms():
-        if room != request.sid:
-            text = f"{session.get('name', 'someone')} left {room}"
-            emit("system", {"room": room, "text": text}, to=room, include_self=False)
+        if room.startswith(ROOM_PREFIX):
+            name = room.removeprefix(ROOM_PREFIX)
+            text = f"{session.get('name', 'someone')} left {name}"
+            emit("system", {"room": name, "text": text}, to=room, include_self=False)
     track_connection(online=False)
 
 
