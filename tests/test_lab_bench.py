@@ -146,8 +146,15 @@ def serving(chapter: str):
         serve.read_until("Press Ctrl-C")
         yield serve
     finally:
+        # If the test failed, serve never cleaned up: kill its whole tree, not serve alone. Its
+        # children die with it (PR_SET_PDEATHSIG), but theirs do not: nginx's workers would live on.
+        alive = serve.process.poll() is None
+        tree = psutil.Process(serve.process.pid).children(recursive=True) if alive else []
         serve.process.kill()
         serve.process.wait()
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
 
 
 def test_serve_stops_every_process_on_ctrl_c():
