@@ -29,7 +29,8 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import os  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+import hmac  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from flask import Flask, jsonify, render_template, request, send_from_directory, session  # noqa: E402
@@ -40,6 +41,8 @@ HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "5000"))
 INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
 ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o] or None
+# Set: POST /notify needs "Authorization: Bearer <NOTIFY_TOKEN>", as on the chapter.
+NOTIFY_TOKEN = os.environ.get("NOTIFY_TOKEN", "")
 CHAPTER_DIR = Path(__file__).resolve().parents[1] / "chapters" / "03_redis_scaling"
 JS_CLIENT_DIR = Path(
     os.environ.get("JS_CLIENT_DIR")
@@ -214,8 +217,22 @@ def on_disconnect(reason=None):
             emit("system", {"room": name, "text": text}, to=room, include_self=False)
 
 
+def authorized():
+    """True when no NOTIFY_TOKEN is set, or the request carries it as a bearer token.
+
+    Compared in constant time (hmac.compare_digest): how long a wrong token takes to be
+    refused must say nothing of how much of it was right.
+    """
+    if not NOTIFY_TOKEN:
+        return True
+    given = request.headers.get("Authorization", "").encode()
+    return hmac.compare_digest(given, f"Bearer {NOTIFY_TOKEN}".encode())
+
+
 @app.post("/notify")
 def notify():
+    if not authorized():
+        return jsonify(ok=False, reason="missing or wrong bearer token"), 401
     try:
         text = require(request.get_json(silent=True), text=MAX_TEXT)["text"]
     except BadPayload as bad:

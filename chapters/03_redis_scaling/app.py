@@ -48,7 +48,8 @@ from gevent import monkey
 monkey.patch_all()
 # --8<-- [end:patch]
 
-import os  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+import hmac  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+import os  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -408,10 +409,22 @@ def on_ping(data=None):
 
 
 # --8<-- [start:notify]
+def authorized():
+    """True when no NOTIFY_TOKEN is set, or the request carries it as a bearer token.
+
+    Compared in constant time (hmac.compare_digest): how long a wrong token takes to be
+    refused must say nothing of how much of it was right.
+    """
+    if not NOTIFY_TOKEN:
+        return True
+    given = request.headers.get("Authorization", "").encode()
+    return hmac.compare_digest(given, f"Bearer {NOTIFY_TOKEN}".encode())
+
+
 @app.post("/notify")
 def notify():
     """Send a `notice` to every client of every instance: POST {"text": "..."} as JSON."""
-    if NOTIFY_TOKEN and request.headers.get("Authorization") != f"Bearer {NOTIFY_TOKEN}":
+    if not authorized():
         return jsonify(ok=False, reason="missing or wrong bearer token"), 401
     try:
         # silent=True: a body that is not JSON (or not sent as application/json) is None,

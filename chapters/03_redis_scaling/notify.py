@@ -25,6 +25,7 @@ TL;DR
 
 import os
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from flask_socketio import SocketIO
@@ -39,6 +40,15 @@ MAX_TEXT = 500
 # --8<-- [end:config]
 
 
+def redacted(url: str) -> str:
+    """The URL with its password masked: an error message ends up in terminals and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 # --8<-- [start:emit]
 def main(words: list[str]) -> int:
     text = " ".join(words).strip()
@@ -50,7 +60,7 @@ def main(words: list[str]) -> int:
     try:
         [(_, listening)] = redis.Redis.from_url(REDIS_URL).pubsub_numsub(CHANNEL)
     except redis.RedisError as error:
-        print(f"Redis unreachable at {REDIS_URL}: {error}", file=sys.stderr)
+        print(f"Redis unreachable at {redacted(REDIS_URL)}: {error}", file=sys.stderr)
         return 1
     # No app: a write-only client of the queue. It publishes and never subscribes.
     socketio = SocketIO(message_queue=REDIS_URL, channel=CHANNEL, async_mode=ASYNC_MODE)

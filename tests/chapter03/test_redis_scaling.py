@@ -175,13 +175,29 @@ def test_notify_refuses_bad_input_with_a_reason(bench, clients):
 
     # The script: an empty text is a usage error (2), an unreachable Redis is 1.
     assert run_notify(bench, redis.url, "   ").returncode == 2
-    unreachable = run_notify(bench, "redis://127.0.0.1:1/0", "hi")
-    assert unreachable.returncode == 1 and "Redis unreachable" in unreachable.stdout
+    unreachable = run_notify(bench, "redis://:hunter2@127.0.0.1:1/0", "hi")
+    assert unreachable.returncode == 1
+    assert "Redis unreachable at redis://:***@127.0.0.1:1/0" in unreachable.stdout
+    assert "hunter2" not in unreachable.stdout  # the password never reaches a terminal or a log
 
     # Nothing reached the listener: a good notice is the first one it gets.
     requests.post(f"{app.url}/notify", json={"text": "only this"}, headers=auth).raise_for_status()
     listener.wait_for_event("notice", lambda d: d["text"] == "only this")
     assert [d["text"] for d in listener.received("notice")] == ["only this"]
+
+
+@with_and_without_queue
+def test_post_notify_needs_the_bearer_token_on_the_chapter_and_its_twin(bench, script, shared):
+    """With NOTIFY_TOKEN set, POST /notify refuses a missing, wrong or longer token with 401, twin too."""
+    env = {"NOTIFY_TOKEN": "s3cret", **({"REDIS_URL": start_redis(bench).url} if shared else {})}
+    app = start_app(bench, script, env=env)
+    refused = (401, {"ok": False, "reason": "missing or wrong bearer token"})
+    for header in (None, "Bearer nope", "Bearer s3cret-and-more", "s3cret"):
+        headers = {"Authorization": header} if header else {}
+        response = requests.post(f"{app.url}/notify", json={"text": "hi"}, headers=headers)
+        assert (response.status_code, response.json()) == refused, header
+    good = requests.post(f"{app.url}/notify", json={"text": "hi"}, headers={"Authorization": "Bearer s3cret"})
+    assert (good.status_code, good.json()) == (200, {"ok": True})
 
 
 @pytest.mark.parametrize(
