@@ -39,7 +39,7 @@ from lab.apps import healthz
 from lab.chapters import Topology, start_topology
 from lab.clients import RecordingClient, disconnect_all
 from lab.loadclient import LeanConnection, LoadClient, latency_summary, loopback_sources
-from lab.nginx import access_log, start_nginx
+from lab.nginx import requests_from, start_nginx
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
 CHAPTER = "chapters/04_nginx_lb/app.py"
@@ -99,11 +99,9 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
 
 
 def _behind_nginx(bench: LabBench, count: int, prefix: str) -> list[Service]:
-    """Redis, `count` chapter instances, and nginx from the chapter's own config, last in the list."""
-    cluster = start_topology(
-        bench, Topology(CHAPTER, instances=count, needs_redis=True), prefix=prefix, timeout=60
-    )
-    return [*cluster, start_nginx(bench, NGINX_CONF, cluster, name=f"{prefix}-nginx")]
+    """Redis, `count` chapter instances, and nginx from the chapter's own config, first in the list."""
+    topology = Topology(CHAPTER, instances=count, needs_redis=True, balancer=("nginx", NGINX_CONF))
+    return start_topology(bench, topology, prefix=prefix, timeout=60)
 
 
 # -- nginx's added round trip -------------------------------------------------------------------
@@ -114,7 +112,7 @@ def _round_trip_scenario(bench: LabBench, settings: Settings, budget: common.Bud
         services = _behind_nginx(bench, 1, "rt")
     except ServiceFailed as exc:
         return {"skipped": str(exc)[:300]}
-    instance, proxy = services
+    proxy, instance = services
     try:
         return asyncio.run(_round_trips(instance.url, proxy.url, settings, budget))
     finally:
@@ -191,7 +189,7 @@ def _polling_cost_scenario(bench: LabBench, settings: Settings) -> dict[str, Any
             client.connect(proxies[transport].url, None)
             if client.sio.transport() != transport:
                 return {"broke": f"behind {POLLING_CLIENTS[transport][1]}: {client.sio.transport()}"}
-        before = {t: _requests_from(proxies[t], source) for t, (source, _) in POLLING_CLIENTS.items()}
+        before = {t: requests_from(proxies[t], source) for t, (source, _) in POLLING_CLIENTS.items()}
         times: dict[str, list[float]] = {transport: [] for transport in clients}
         for number in range(settings.polling_pings):
             turns = list(clients.items())
@@ -207,18 +205,13 @@ def _polling_cost_scenario(bench: LabBench, settings: Settings) -> dict[str, Any
         common.stop_services([*proxies.values(), instance])
     result: dict[str, Any] = {}
     for transport, (source, _) in POLLING_CLIENTS.items():
-        requests = _requests_from(proxies[transport], source) - before[transport]
+        requests = requests_from(proxies[transport], source) - before[transport]
         result[transport] = {
             **latency_summary(times[transport]),
             "http_requests": requests,
             "http_requests_per_ping": round(requests / settings.polling_pings, 2),
         }
     return result
-
-
-def _requests_from(proxy: Service, source: str) -> int:
-    """The requests from one client address in nginx's access log so far (a WebSocket: one, at its end)."""
-    return sum(1 for request in access_log(proxy) if request.client == source)
 
 
 # -- fan-out through nginx to three instances ---------------------------------------------------
@@ -229,7 +222,7 @@ def _fan_out_scenario(bench: LabBench, settings: Settings, budget: common.Budget
         services = _behind_nginx(bench, settings.instances, "fan")
     except ServiceFailed as exc:
         return {"skipped": str(exc)[:300]}
-    *cluster, proxy = services
+    proxy, *cluster = services
     result: dict[str, Any] = {
         "instances": len(cluster),
         "source_addresses": settings.sources,

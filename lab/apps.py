@@ -31,13 +31,17 @@ def start_app(
     env: dict[str, str] | None = None,
     port: int | None = None,
     command: Callable[[int], Sequence[str]] | None = None,
+    answers_as: Callable[[str], bool] | None = None,
     timeout: float = 30.0,
 ) -> Service:
     """Start one app instance; ready when /healthz answers with this instance's name.
 
     `script` is run with this interpreter unless `command(port)` gives the argv
     (a gunicorn command line, say); the environment carries the run contract either way.
+    `answers_as(instance)` replaces the name check, for a server whose processes name
+    themselves (gunicorn's workers: "chat-1/worker-3").
     """
+    answers_as = answers_as or (lambda instance: instance == name)
     script_path = (REPO_ROOT / script).resolve()
 
     def launch_on(chosen: int) -> Launch:
@@ -47,7 +51,7 @@ def start_app(
             argv=argv,
             env={"HOST": "127.0.0.1", "PORT": str(chosen), "INSTANCE_NAME": name, **(env or {})},
             cwd=script_path.parent,
-            ready=lambda service: healthz(service.url).get("instance") == name,
+            ready=lambda service: answers_as(healthz(service.url).get("instance", "")),
             url=url,
         )
 

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab.apps import healthz
+from lab.configs import replace_servers
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
-BACKEND = re.compile(r"^backend\s+\S+[^\n]*\n((?:[ \t]+[^\n]*\n|\n)*)", re.M)
+BACKEND = re.compile(r"^backend\s+\S+[^\n]*\n(?P<body>(?:[ \t]+[^\n]*\n|\n)*)", re.M)
 SERVER_LINE = re.compile(r"^(\s*)server\s+\S+\s+[\w.\-]+:\d+([^\n]*)\n", re.M)
 COOKIE = re.compile(r"\bcookie\s+\S+")
 BIND = re.compile(r"(\bbind\s+)[\d.]*:\d+")
@@ -30,19 +31,16 @@ BIND = re.compile(r"(\bbind\s+)[\d.]*:\d+")
 
 def render_config(config: str, listen_port: int, backends: Sequence[tuple[str, str]]) -> str:
     """The chapter's config with its servers (name, host:port) and its bind port replaced."""
-    match = BACKEND.search(config)
-    if match is None or not SERVER_LINE.search(match.group(1)):
-        raise ValueError("the HAProxy config needs a backend with `server NAME host:port` lines")
-    body = match.group(1)
-    first = SERVER_LINE.search(body)
-    indent, options = first.group(1), first.group(2)
-    servers = "".join(
-        f"{indent}server {name} {address}{COOKIE.sub(f'cookie {name}', options)}\n"
-        for name, address in backends
+    config = replace_servers(
+        config,
+        BACKEND,
+        SERVER_LINE,
+        lambda indent, options: "".join(
+            f"{indent}server {name} {address}{COOKIE.sub(f'cookie {name}', options)}\n"
+            for name, address in backends
+        ),
+        "a backend with `server NAME host:port` lines",
     )
-    body = SERVER_LINE.sub("", body)
-    body = body[: first.start()] + servers + body[first.start() :]
-    config = config[: match.start(1)] + body + config[match.end(1) :]
     config, binds = BIND.subn(rf"\g<1>127.0.0.1:{listen_port}", config)
     if binds == 0:
         raise ValueError("the HAProxy config needs a `bind :PORT` line")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.apps import healthz
+from lab.configs import replace_servers
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
@@ -40,7 +41,7 @@ LAB_HTTP_LINES = """
 """
 
 HTTP_BLOCK = re.compile(r"^\s*http\s*\{[^\n]*\n", re.M)
-UPSTREAM_BLOCK = re.compile(r"(upstream\s+\S+\s*\{)(.*?)(\})", re.S)
+UPSTREAM_BLOCK = re.compile(r"upstream\s+\S+\s*\{(?P<body>.*?)\}", re.S)
 SERVER_LINE = re.compile(r"^(\s*)server\s+[\w.\-]+:\d+([^;]*);[^\n]*\n", re.M)
 LISTEN = re.compile(r"(\blisten\s+)(?:[\d.]+:)?\d+")
 LOG_LINE = re.compile(
@@ -51,16 +52,13 @@ LOG_LINE = re.compile(
 
 def render_config(config: str, listen_port: int, backends: Sequence[str], state: Path) -> str:
     """The chapter's config with its upstream servers, its listen port and the lab's folders."""
-    match = UPSTREAM_BLOCK.search(config)
-    if match is None or not SERVER_LINE.search(match.group(2)):
-        raise ValueError("the nginx config needs an upstream block with `server host:port` lines")
-    body = match.group(2)
-    first = SERVER_LINE.search(body)
-    indent, options = first.group(1), first.group(2)
-    servers = "".join(f"{indent}server {backend}{options};\n" for backend in backends)
-    body = SERVER_LINE.sub("", body)
-    body = body[: first.start()] + servers + body[first.start() :]
-    config = config[: match.start(2)] + body + config[match.end(2) :]
+    config = replace_servers(
+        config,
+        UPSTREAM_BLOCK,
+        SERVER_LINE,
+        lambda indent, options: "".join(f"{indent}server {backend}{options};\n" for backend in backends),
+        "an upstream block with `server host:port` lines",
+    )
     config, listens = LISTEN.subn(rf"\g<1>127.0.0.1:{listen_port}", config)
     if listens == 0:
         raise ValueError("the nginx config needs a `listen` directive")
@@ -92,6 +90,15 @@ def access_log(proxy: Service) -> list[Request]:
         for m in lines
         if m
     ]
+
+
+def requests_from(proxy: Service, client: str) -> int:
+    """How many requests from one client address nginx has logged so far.
+
+    A request is logged when it ends: a long-poll when its answer goes out, a WebSocket
+    once, when it closes.
+    """
+    return sum(1 for request in access_log(proxy) if request.client == client)
 
 
 def start_nginx(

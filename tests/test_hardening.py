@@ -26,6 +26,9 @@ APPS = {
     "04": ("chapters/04_nginx_lb/app.py", True),
 }
 every_app = pytest.mark.parametrize("script", [pytest.param(s, id=i) for i, (s, _) in APPS.items()])
+NEEDS_REDIS = {script for script, redis in APPS.values() if redis}
+# Apps whose /healthz counts the users online in Redis (the in-memory twin counts per process).
+COUNTS_IN_REDIS = {"chapters/03_redis_scaling/app.py", "chapters/04_nginx_lb/app.py"}
 
 
 @pytest.fixture
@@ -33,8 +36,7 @@ def chat(bench, clients):
     """One app, a bystander in room `lobby`, and a hostile client connected beside it."""
 
     def start(script: str):
-        needs_redis = next(redis for s, redis in APPS.values() if s == script)
-        env = {"REDIS_URL": start_redis(bench).url} if needs_redis else {}
+        env = {"REDIS_URL": start_redis(bench).url} if script in NEEDS_REDIS else {}
         app = start_app(bench, script, env=env)
         bystander = clients("bystander").connect(app.url)
         assert bystander.call("join", {"room": "lobby", "name": "bystander"})["ok"]
@@ -101,7 +103,7 @@ def test_events_named_connect_or_disconnect_from_a_client_change_nothing(chat, s
     refused = {"ok": False, "reason": "a client cannot send 'disconnect'; close the connection instead"}
     assert hostile.call("disconnect") == refused
     hostile.emit("connect")  # answered only where the app has a connect handler (03, 04)
-    if APPS_WITH_A_COUNT.get(script):
+    if script in COUNTS_IN_REDIS:
         assert healthz(app.url)["online"] == 2
 
     # The hostile client is still in the room, and nobody heard it leave.
@@ -110,10 +112,3 @@ def test_events_named_connect_or_disconnect_from_a_client_change_nothing(chat, s
     still_chats(bystander, "after the forged events")
     assert not [d for d in bystander.received("system") if "left" in d["text"]]
     assert "Traceback" not in app.log_text()
-
-
-# Apps whose /healthz counts the users online in Redis (the in-memory twin counts per process).
-APPS_WITH_A_COUNT = {
-    "chapters/03_redis_scaling/app.py": True,
-    "chapters/04_nginx_lb/app.py": True,
-}

@@ -8,12 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.apps import healthz, start_apps
+from lab.apps import healthz
+from lab.chapters import Topology, start_topology
 from lab.clients import TRANSPORTS, RecordingClient, address_of_user, in_parallel
-from lab.haproxy import start_haproxy
-from lab.nginx import start_nginx
 from lab.processes import Service
-from lab.redis_server import start_redis
 
 CHAPTER = "chapters/04_nginx_lb/app.py"
 
@@ -33,9 +31,8 @@ class Member:
 
 @dataclass
 class Deployment:
-    redis: Service
-    instances: list[Service]
     proxy: Service
+    instances: list[Service]
 
     @property
     def url(self) -> str:
@@ -57,12 +54,9 @@ def deploy(bench):
         config: str, *, balancer: str = "nginx", instances: int = 3, env: dict[str, str] | None = None
     ) -> Deployment:
         """`config` is the balancer's file: an nginx.conf, or a haproxy.cfg with balancer="haproxy"."""
-        redis = start_redis(bench)
-        services = start_apps(
-            bench, CHAPTER, instances, prefix="chat", env={"REDIS_URL": redis.url, **(env or {})}
-        )
-        start_balancer = start_haproxy if balancer == "haproxy" else start_nginx
-        return Deployment(redis, services, start_balancer(bench, config, services))
+        topology = Topology(CHAPTER, instances, needs_redis=True, env=env or {}, balancer=(balancer, config))
+        proxy, *services = start_topology(bench, topology, prefix="chat")
+        return Deployment(proxy, services)
 
     return start
 

@@ -20,8 +20,8 @@ import socketio
 from lab.apps import healthz, start_app
 from lab.clients import address_behind_one_nat, address_in_one_subnet, address_of_user, polling_session
 from lab.loadclient import LoadClient, loopback_sources
-from lab.nginx import access_log
-from lab.processes import REPO_ROOT, Launch, wait_until
+from lab.nginx import access_log, requests_from
+from lab.processes import REPO_ROOT, wait_until
 from lab.redis_server import start_redis
 
 CHAPTER = "chapters/04_nginx_lb/app.py"
@@ -144,26 +144,19 @@ def test_clients_upgrade_to_websocket_only_when_nginx_passes_the_upgrade(
 
     # What staying on polling costs: 20 acknowledged pings from one client, counted in nginx's log.
     member = members[0]
-
-    def requests_from(member) -> int:
-        return sum(1 for r in access_log(deployment.proxy) if r.client == member.client.source)
-
-    before = requests_from(member)
+    before = requests_from(deployment.proxy, member.client.source)
     for _ in range(20):
         assert member.client.call("ping") == {"ok": True}
     if not upgrades:
         # Each emit is a POST, each answer ends a long-poll GET: logged as they finish.
         wait_until(
-            lambda: (
-                sum(1 for r in access_log(deployment.proxy) if r.client == member.client.source) - before
-                >= 40
-            ),
+            lambda: requests_from(deployment.proxy, member.client.source) - before >= 40,
             timeout=5,
             what="two HTTP requests per ping in nginx's access log",
         )
     else:
         # One WebSocket, logged only when it closes: no request at all per message.
-        assert requests_from(member) == before
+        assert requests_from(deployment.proxy, member.client.source) == before
     # The only traces: each client's upgrade attempt, refused with a 400 in nginx's access log
     # (the app saw a plain GET for a WebSocket), and one line in the app's log, once per process.
     refused = [r for r in access_log(deployment.proxy) if r.status >= 400]
@@ -203,18 +196,15 @@ def test_one_subnet_spreads_only_with_a_whole_address_hash(deploy, connect_membe
 def start_gunicorn_many_workers(bench, redis_url: str):
     """The chapter app under `gunicorn -c antipatterns/04_gunicorn_many_workers.conf.py app:app`."""
     gunicorn = str(Path(sys.executable).parent / "gunicorn")  # the one installed beside this Python
-
-    def launch_on(port: int) -> Launch:
-        return Launch(
-            argv=[gunicorn, "-c", str(REPO_ROOT / GUNICORN_MANY_WORKERS), "app:app"],
-            # Each worker names itself chat-1/worker-N: ready when any answers.
-            ready=lambda service: healthz(service.url)["instance"].startswith("chat-1/worker-"),
-            env={"HOST": "127.0.0.1", "PORT": str(port), "INSTANCE_NAME": "chat-1", "REDIS_URL": redis_url},
-            cwd=REPO_ROOT / "chapters" / "04_nginx_lb",
-            url=f"http://127.0.0.1:{port}",
-        )
-
-    return bench.start("gunicorn-w4", launch_on)
+    return start_app(
+        bench,
+        CHAPTER,  # gunicorn runs in its folder and imports app:app
+        name="gunicorn-w4",
+        env={"REDIS_URL": redis_url},
+        command=lambda port: [gunicorn, "-c", str(REPO_ROOT / GUNICORN_MANY_WORKERS), "app:app"],
+        # Each worker names itself gunicorn-w4/worker-N: ready when any answers.
+        answers_as=lambda instance: instance.startswith("gunicorn-w4/worker-"),
+    )
 
 
 def test_gunicorn_with_four_workers_on_one_port_breaks_long_polling(bench, deploy, connect_members):
