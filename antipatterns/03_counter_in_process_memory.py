@@ -29,17 +29,31 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import os  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+import errno  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
+import functools  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import parse_qs  # noqa: E402
 
+from engineio.payload import Payload  # noqa: E402
 from flask import Flask, jsonify, render_template, request, send_from_directory, session  # noqa: E402
-from flask_socketio import SocketIO, emit, join_room, leave_room, rooms  # noqa: E402
+from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room, leave_room, rooms  # noqa: E402
+from socketio.packet import BINARY_EVENT, EVENT  # noqa: E402
+from werkzeug.sansio.utils import host_is_trusted  # noqa: E402
 
 ASYNC_MODE = "gevent"
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "5000"))
 INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
-ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o] or None
+# Pages served by other origins that may connect too; this app's own page always may.
+ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o]
+# The host names this app answers to. A page under any other name is refused: that is how
+# a DNS-rebinding page (evil.example, resolved to 127.0.0.1) would reach an app on loopback.
+TRUSTED_HOSTS = [h for h in os.environ.get("TRUSTED_HOSTS", "").split(",") if h] or ["127.0.0.1", "localhost"]
+# PRODUCTION=1: secrets must come from the environment, never a throwaway default.
+PRODUCTION = os.environ.get("PRODUCTION") == "1"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL = os.environ.get("SOCKETIO_CHANNEL", "flask-socketio")
 CHAPTER_DIR = Path(__file__).resolve().parents[1] / "chapters" / "03_redis_scaling"
@@ -50,17 +64,45 @@ JS_CLIENT_DIR = Path(
 MAX_NAME = 32
 MAX_ROOM = 32
 MAX_TEXT = 500
+MAX_ROOMS = 10  # rooms one connection may be in at once
+# The largest packet the page sends is a message: 500 characters of text. JSON-escaped by a
+# client that writes \uXXXX for every character, that is about 6 KB with the room and the
+# framing. Anything larger is not from a page of ours; python-engineio's default is 1 MB.
+MAX_EVENT_BYTES = 16 * 1024
+# A person types a few events a second; a script can send thousands. Bursts of twice this pass.
+EVENTS_PER_SECOND = int(os.environ.get("EVENTS_PER_SECOND", "20"))
+
+
+def secret(name):
+    """A secret from the environment, or a throwaway one for a demo; never in production."""
+    if os.environ.get(name):
+        return os.environ[name]
+    if PRODUCTION:
+        raise SystemExit(f"{name} must be set when PRODUCTION=1")
+    return os.urandom(16).hex()
+
+
+def accepted_origin(origin, environ):
+    """The page's own origin (scheme://Host, python-engineio's default rule) and ALLOWED_ORIGINS.
+
+    A list passed as cors_allowed_origins would replace the default rule, not extend it: the
+    app's own page could no longer connect.
+    """
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ["wsgi.url_scheme"]).split(",")[0].strip()
+    return origin == f"{scheme}://{environ.get('HTTP_HOST')}" or origin in ALLOWED_ORIGINS
+
 
 # The same page as the chapter, so the two can be compared side by side.
 app = Flask(__name__, template_folder=CHAPTER_DIR / "templates")
-app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", os.urandom(16).hex())
+app.config["SECRET_KEY"] = secret("SECRET_KEY")
 # The queue is right: broadcasts and rooms work across instances. Only the count is wrong.
 socketio = SocketIO(
     app,
     async_mode=ASYNC_MODE,
     message_queue=REDIS_URL,
     channel=CHANNEL,
-    cors_allowed_origins=ALLOWED_ORIGINS,
+    cors_allowed_origins=accepted_origin,
+    max_http_buffer_size=MAX_EVENT_BYTES,
 )
 
 # --8<-- [start:counter]
@@ -80,6 +122,7 @@ def on_connect(auth=None):
     global online_users
     if sent_by_the_client():
         return refuse("connect", "a client cannot send 'connect'; it is connected already")
+    rejoin(auth)  # refuses the connection if its `auth` is bad: then it is never counted
     online_users += 1
     push_online()
 
@@ -90,12 +133,11 @@ def on_disconnect(reason=None):
     if sent_by_the_client():
         return refuse("disconnect", "a client cannot send 'disconnect'; close the connection instead")
     online_users -= 1
-    # rooms() also lists the connection's own room, named after its sid: not a chat room.
-    for room in rooms():
-        if room.startswith(ROOM_PREFIX):
-            name = room.removeprefix(ROOM_PREFIX)
-            text = f"{session.get('name', 'someone')} left {name}"
-            emit("system", {"room": name, "text": text}, to=room, include_self=False)
+    # chat_rooms(), not rooms(): that also lists the connection's own room, named after its sid.
+    for room in chat_rooms():
+        name = room.removeprefix(ROOM_PREFIX)
+        text = f"{session.get('name', 'someone')} left {name}"
+        emit("system", {"room": name, "text": text}, to=room, include_self=False)
     push_online()
 
 
@@ -158,6 +200,8 @@ def on_handler_error(error):
     """
     event, args = request.event["message"], request.event["args"]
     app.logger.warning("refused %r from %s: %s: %s", event, request.sid, type(error).__name__, error)
+    if event == "connect" and not sent_by_the_client():
+        return False  # a real connect whose handler failed: refused, never half let in
     if len(args) > 1:
         return refuse(event, f"send one object, not {len(args)} arguments")
     return refuse(event, "the server could not handle this event")
@@ -183,14 +227,181 @@ def chat_room(name):
     return ROOM_PREFIX + name
 
 
+def chat_rooms():
+    return [room for room in rooms() if room.startswith(ROOM_PREFIX)]
+
+
+def rate_limited(handler):
+    """Refuse an event once its connection has spent its budget: a token bucket per connection.
+
+    The bucket lives in the connection's session: every event of a connection is handled
+    by the one process that holds it (chapter 04 keeps it that way behind a balancer).
+    """
+
+    @functools.wraps(handler)
+    def limited(*args):
+        now = time.monotonic()
+        refilled = (now - session.get("counted_at", now)) * EVENTS_PER_SECOND
+        tokens = min(2 * EVENTS_PER_SECOND, session.get("tokens", 2 * EVENTS_PER_SECOND) + refilled)
+        session["counted_at"] = now
+        if tokens < 1:  # a refused event costs nothing: the budget refills at the same pace
+            session["tokens"] = tokens
+            reason = f"too many events: at most {EVENTS_PER_SECOND} a second"
+            return refuse(request.event["message"], reason)
+        session["tokens"] = tokens - 1
+        return handler(*args)
+
+    return limited
+
+
 # --8<-- [end:errors]
+
+
+# --8<-- [start:edge]
+# Before any handler: the requests and packets no page of ours sends. python-engineio
+# logs a full traceback for each packet it cannot decode and keeps the connection open,
+# so one client could fill the disk; here a bad packet costs one log line and the connection.
+def close_malformed(eio_sid, error):
+    """Log once and close the connection that sent a packet no Socket.IO client sends.
+
+    It leaves its rooms now, not a ping timeout later. A polling session is ended at the
+    Socket.IO level only: closing its Engine.IO session would wait for a GET that a raw
+    client may never send; that session times out on its own, with no rooms and no user.
+    """
+    eio = socketio.server.eio
+    try:
+        eio_session = eio.get_session(eio_sid)
+    except KeyError:
+        return  # already closed
+    if eio_session.setdefault("malformed", 0) > 0:
+        eio_session["malformed"] += 1
+        return  # said once; the rest are dropped unread
+    eio_session["malformed"] = 1
+    app.logger.warning("closed %s: malformed packet (%s: %.80s)", eio_sid, type(error).__name__, error)
+    if eio.transport(eio_sid) == "websocket":
+        eio.disconnect(eio_sid)
+    elif sid := socketio.server.manager.sid_from_eio_sid(eio_sid, "/"):
+        socketio.server.disconnect(sid)
+
+
+def check_packet(data):
+    """Raise for a text packet that would fail inside python-socketio, before it is handled.
+
+    Most failures (bad JSON, a packet type that does not exist) raise while decoding. An
+    event named by a list (`42[["join"],{}]`) would raise later, in the thread that runs
+    the event, where nothing of ours could catch it.
+    """
+    packet = socketio.server.packet_class(encoded_packet=data)
+    named = isinstance(packet.data, list) and packet.data and isinstance(packet.data[0], str)
+    if packet.packet_type in (EVENT, BINARY_EVENT) and not named:
+        raise ValueError("an event's name must be a string")
+
+
+handle_socketio_packet = socketio.server.eio.handlers["message"]
+
+
+@socketio.server.eio.on("message")
+def on_engineio_message(eio_sid, data):
+    """Every Socket.IO packet, over either transport, before python-socketio handles it."""
+    try:
+        if isinstance(data, str):  # bytes are the attachments of a binary event
+            check_packet(data)
+        handle_socketio_packet(eio_sid, data)
+    except Exception as error:
+        close_malformed(eio_sid, error)
+
+
+def guard_the_edge(wsgi_app):
+    """Every HTTP request, the page's and Socket.IO's, passes here before the app sees it.
+
+    Flask's own TRUSTED_HOSTS setting would not cover /socket.io/: Flask-SocketIO answers
+    those requests before Flask does.
+    """
+
+    def edge(environ, start_response):
+        def bad_request(reason):
+            start_response("400 BAD REQUEST", [("Content-Type", "text/plain")])
+            return [reason.encode()]
+
+        # /healthz answers any Host: balancers and orchestrators check by address, HAProxy's
+        # httpchk with no Host at all, and it tells nothing a user of the page cannot see.
+        healthz = environ.get("PATH_INFO") == "/healthz"
+        if not healthz and not host_is_trusted(environ.get("HTTP_HOST", ""), TRUSTED_HOSTS):
+            return bad_request("untrusted host: add it to TRUSTED_HOSTS")
+        if not environ.get("PATH_INFO", "").startswith("/socket.io"):
+            return wsgi_app(environ, start_response)
+        eio_sid = parse_qs(environ.get("QUERY_STRING", "")).get("sid", [None])[0]
+        if environ["REQUEST_METHOD"] == "POST" and eio_sid:
+            # A long-polling POST: its Engine.IO packets are checked here, because
+            # python-engineio logs a traceback for each bad one and answers 200.
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                if length > MAX_EVENT_BYTES:
+                    raise ValueError(f"{length} bytes is more than {MAX_EVENT_BYTES}")
+                body = environ["wsgi.input"].read(length)
+                Payload(encoded_payload=body.decode())
+            except Exception as error:
+                close_malformed(eio_sid, error)
+                return bad_request("malformed or oversized packet: connection closed")
+            environ["wsgi.input"] = io.BytesIO(body)
+        environ["edge.request"] = this_request = object()  # Flask-SocketIO copies environ
+        try:
+            return wsgi_app(environ, start_response)
+        except ValueError as error:
+            # A WebSocket frame python-engineio cannot decode escapes its receive loop: the
+            # socket is gone, but its session would live until the ping timeout (a ghost).
+            # The session is named in the query, or else this request opened it.
+            opened = (
+                sid for sid, env in socketio.server.environ.items() if env.get("edge.request") is this_request
+            )
+            eio_sid = eio_sid or next(opened, None)
+            if eio_sid is None:
+                raise
+            close_malformed(eio_sid, error)
+            # The WebSocket is gone: this is how every WSGI server is told, quietly.
+            raise ConnectionResetError(errno.ECONNRESET, "malformed packet") from None
+
+    edge.__wrapped__ = wsgi_app  # the app it guards, for inspect.unwrap
+    return edge
+
+
+app.wsgi_app = guard_the_edge(app.wsgi_app)
+
+
+# --8<-- [end:edge]
+def rejoin(auth):
+    """A page that reconnects names itself and its rooms in `auth`; it is back in them at once.
+
+    The Socket.IO client sends what it buffered while offline right after the connect: a
+    `join` from the page would arrive after those messages, and they would be refused.
+    """
+    if not auth:
+        return
+    try:
+        name = require(auth, name=MAX_NAME)["name"]
+        names = auth.get("rooms")
+        if not isinstance(names, list) or len(names) > MAX_ROOMS:
+            raise BadPayload(f"'rooms' must be a list of at most {MAX_ROOMS} rooms")
+        back_in = [require({"room": room}, room=MAX_ROOM)["room"] for room in names]
+    except BadPayload as bad:
+        raise ConnectionRefusedError(f"auth: {bad}") from None
+    session["name"] = name
+    for room in back_in:
+        join_room(chat_room(room))
+        text = f"{name} is back in {room}"
+        emit("system", {"room": room, "text": text}, to=chat_room(room), include_self=False)
+
+
 @socketio.on("join")
+@rate_limited
 def on_join(data=None):
     try:
         fields = require(data, room=MAX_ROOM, name=MAX_NAME)
     except BadPayload as bad:
         return refuse("join", str(bad))
     room, name = fields["room"], fields["name"]
+    if chat_room(room) not in rooms() and len(chat_rooms()) >= MAX_ROOMS:
+        return refuse("join", f"you are in {MAX_ROOMS} rooms already: leave one first")
     session["name"] = name
     join_room(chat_room(room))
     emit("system", {"room": room, "text": f"{name} joined {room}"}, to=chat_room(room))
@@ -198,6 +409,7 @@ def on_join(data=None):
 
 
 @socketio.on("leave")
+@rate_limited
 def on_leave(data=None):
     try:
         room = require(data, room=MAX_ROOM)["room"]
@@ -211,6 +423,7 @@ def on_leave(data=None):
 
 
 @socketio.on("message")
+@rate_limited
 def on_message(data=None):
     try:
         fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
@@ -224,6 +437,7 @@ def on_message(data=None):
 
 
 @socketio.on("broadcast")
+@rate_limited
 def on_broadcast(data=None):
     try:
         text = require(data, text=MAX_TEXT)["text"]
@@ -233,6 +447,7 @@ def on_broadcast(data=None):
     return {"ok": True}
 
 
+# Not rate limited: the cheapest event there is, and what the tests and the bench time.
 @socketio.on("ping")
 def on_ping(data=None):
     return {"ok": True}

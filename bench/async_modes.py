@@ -121,7 +121,7 @@ def run(quick: bool, max_clients: int | None, modes: list[str], out: str | None)
     budget = common.Budget(settings.total_seconds)
     apps = {**{m: MODES[m] for m in modes}, **ANTIPATTERNS}
     total_steps = len(modes) * len(settings.steps) + len(apps)
-    env = {"MAX_CLIENTS": str(max(settings.steps) + 100)}
+    env = {"MAX_CLIENTS": str(max(settings.steps) + 100), **common.FLOOD_ENV}
     with (
         LabBench(common.log_dir("02")) as bench,
         tqdm(total=total_steps, desc="bench 02", unit="step", file=sys.stderr) as progress,

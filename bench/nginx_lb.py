@@ -100,7 +100,9 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
 
 def _behind_nginx(bench: LabBench, count: int, prefix: str) -> list[Service]:
     """Redis, `count` chapter instances, and nginx from the chapter's own config, first in the list."""
-    topology = Topology(CHAPTER, instances=count, needs_redis=True, balancer=("nginx", NGINX_CONF))
+    topology = Topology(
+        CHAPTER, instances=count, needs_redis=True, balancer=("nginx", NGINX_CONF), env=common.FLOOD_ENV
+    )
     return start_topology(bench, topology, prefix=prefix, timeout=60)
 
 
@@ -172,7 +174,9 @@ POLLING_CLIENTS = {"websocket": ("127.0.50.1", NGINX_CONF), "polling": ("127.0.5
 
 def _polling_cost_scenario(bench: LabBench, settings: Settings) -> dict[str, Any]:
     try:
-        instance, *_ = start_topology(bench, Topology(CHAPTER, needs_redis=True), prefix="poll", timeout=60)
+        instance, *_ = start_topology(
+            bench, Topology(CHAPTER, needs_redis=True, env=common.FLOOD_ENV), prefix="poll", timeout=60
+        )
         proxies = {
             transport: start_nginx(bench, config, [instance], name=f"poll-{transport}")
             for transport, (_, config) in POLLING_CLIENTS.items()

@@ -71,9 +71,8 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
 
 def _cluster(bench: LabBench, count: int, prefix: str) -> list[Service]:
     """Redis and `count` chapter instances on it, as the demo starts them."""
-    return start_topology(
-        bench, Topology(CHAPTER, instances=count, needs_redis=True), prefix=prefix, timeout=60
-    )
+    topology = Topology(CHAPTER, instances=count, needs_redis=True, env=common.FLOOD_ENV)
+    return start_topology(bench, topology, prefix=prefix, timeout=60)
 
 
 # -- latency at 10 clients ----------------------------------------------------------------------
@@ -82,7 +81,7 @@ def _cluster(bench: LabBench, count: int, prefix: str) -> list[Service]:
 def _latency_scenarios(bench: LabBench, settings: Settings) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
-        single = start_app(bench, NO_QUEUE, name="no-queue", timeout=60)
+        single = start_app(bench, NO_QUEUE, name="no-queue", env=common.FLOOD_ENV, timeout=60)
     except ServiceFailed as exc:
         results["one instance, no queue"] = {"skipped": str(exc)[:300]}
     else:

@@ -9,9 +9,18 @@ one line per refused event, never a traceback.
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+
 import pytest
+import requests
+import socketio
+import websocket
 
 from lab.apps import healthz, start_app
+from lab.clients import TRANSPORTS, raw_websocket
+from lab.processes import REPO_ROOT, wait_until
 from lab.redis_server import start_redis
 
 # Each chapter's app (and chapter 03's twins, which carry the same guards), and whether it needs Redis.
@@ -29,14 +38,19 @@ every_app = pytest.mark.parametrize("script", [pytest.param(s, id=i) for i, (s, 
 NEEDS_REDIS = {script for script, redis in APPS.values() if redis}
 # Apps whose /healthz counts the users online in Redis (the in-memory twin counts per process).
 COUNTS_IN_REDIS = {"chapters/03_redis_scaling/app.py", "chapters/04_nginx_lb/app.py"}
+# Apps with POST /notify, whose NOTIFY_TOKEN production requires too.
+HAS_NOTIFY = {"chapters/03_redis_scaling/app.py", "antipatterns/03_no_message_queue.py"}
+MAX_EVENT_BYTES = 16 * 1024
 
 
 @pytest.fixture
 def chat(bench, clients):
     """One app, a bystander in room `lobby`, and a hostile client connected beside it."""
 
-    def start(script: str):
-        env = {"REDIS_URL": start_redis(bench).url} if script in NEEDS_REDIS else {}
+    def start(script: str, env: dict[str, str] | None = None):
+        env = dict(env or {})
+        if script in NEEDS_REDIS:
+            env["REDIS_URL"] = start_redis(bench).url
         app = start_app(bench, script, env=env)
         bystander = clients("bystander").connect(app.url)
         assert bystander.call("join", {"room": "lobby", "name": "bystander"})["ok"]
@@ -102,7 +116,7 @@ def test_events_named_connect_or_disconnect_from_a_client_change_nothing(chat, s
 
     refused = {"ok": False, "reason": "a client cannot send 'disconnect'; close the connection instead"}
     assert hostile.call("disconnect") == refused
-    hostile.emit("connect")  # answered only where the app has a connect handler (03, 04)
+    hostile.emit("connect")  # refused: it is connected already
     if script in COUNTS_IN_REDIS:
         assert healthz(app.url)["online"] == 2
 
@@ -111,4 +125,178 @@ def test_events_named_connect_or_disconnect_from_a_client_change_nothing(chat, s
     bystander.wait_for_event("message", lambda d: d["text"] == "still here")
     still_chats(bystander, "after the forged events")
     assert not [d for d in bystander.received("system") if "left" in d["text"]]
+    assert "Traceback" not in app.log_text()
+
+
+def malformed_lines(app) -> list[str]:
+    return [line for line in app.log_text().splitlines() if "malformed packet" in line]
+
+
+@every_app
+def test_a_flood_of_events_is_refused_beyond_the_rate_limit(chat, script):
+    """Past its budget a connection's events get a reason; the budget refills; nobody else is slowed."""
+    app, bystander, hostile = chat(script, env={"EVENTS_PER_SECOND": "5"})
+    assert hostile.call("join", {"room": "lobby", "name": "hostile"})["ok"]
+
+    started = time.monotonic()
+    replies = [hostile.call("message", {"room": "lobby", "text": f"flood {i}"}) for i in range(30)]
+    elapsed = time.monotonic() - started
+    refused = {"ok": False, "reason": "too many events: at most 5 a second"}
+    accepted = replies.count({"ok": True})
+    assert accepted + replies.count(refused) == len(replies), replies
+    # A burst of twice the rate (10, the join took one), then 5 a second.
+    assert 5 <= accepted <= 10 + 5 * elapsed, (accepted, elapsed)
+    hostile.wait_for_event("error", lambda d: d == {"event": "message", "reason": refused["reason"]})
+
+    still_chats(bystander, "during the flood")  # the bystander's budget is its own
+    # The hostile client's own budget refills, at 5 a second.
+    accepted_again = lambda: hostile.call("message", {"room": "lobby", "text": "later"}) == {"ok": True}  # noqa: E731
+    wait_until(accepted_again, timeout=5, what="the budget to refill", interval=0.1)
+    assert "Traceback" not in app.log_text()
+
+
+@every_app
+def test_a_connection_can_be_in_at_most_ten_rooms(chat, script):
+    """The eleventh room is refused with a reason; leaving one makes room for it."""
+    app, bystander, hostile = chat(script)
+    for i in range(10):
+        assert hostile.call("join", {"room": f"room-{i}", "name": "hostile"})["ok"]
+    full = {"ok": False, "reason": "you are in 10 rooms already: leave one first"}
+    assert hostile.call("join", {"room": "room-10", "name": "hostile"}) == full
+    assert hostile.call("join", {"room": "room-3", "name": "hostile"})["ok"]  # one it is in already
+    assert hostile.call("leave", {"room": "room-0"})["ok"]
+    assert hostile.call("join", {"room": "room-10", "name": "hostile"})["ok"]
+    still_chats(bystander, "after the rooms")
+
+
+@every_app
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_event_over_the_size_limit_closes_its_connection_only(chat, clients, script, transport):
+    """Over 16 KiB the sender's connection closes; the room hears it left at once; one log line at most."""
+    app, bystander, _ = chat(script)
+    big = clients("big").connect(app.url, transport=transport)
+    assert big.call("join", {"room": "lobby", "name": "big"})["ok"]
+
+    big.emit("message", {"room": "lobby", "text": "x" * MAX_EVENT_BYTES})
+    big.wait_for("its connection to close", lambda c: bool(c.received("disconnect")))
+    bystander.wait_for_event("system", lambda d: d["text"] == "big left lobby", timeout=3)
+    still_chats(bystander, "after the big one")
+    assert "Traceback" not in app.log_text()
+    if transport == "polling":  # a POST: the app's own check, one line
+        [line] = malformed_lines(app)
+        assert "bytes is more than 16384" in line
+    else:  # a WebSocket message: python-engineio's own check, silent
+        assert malformed_lines(app) == []
+
+
+GARBAGE = {
+    "bad-json": '42["join"',  # a Socket.IO packet python-socketio cannot decode
+    "list-as-name": '42[["disconnect"],{}]',  # python-socketio would crash in the event's thread
+    "not-engine-io": "zz",  # not even an Engine.IO packet: python-engineio drops the socket
+}
+
+
+@every_app
+@pytest.mark.parametrize("first", GARBAGE.values(), ids=GARBAGE.keys())
+def test_protocol_garbage_costs_one_log_line_and_the_connection(chat, script, first):
+    """100 garbage frames on one connection: one log line, the connection closed, its rooms left at once."""
+    app, bystander, _ = chat(script)
+    ws = raw_websocket(app.url)
+    ws.send('42["join",{"room":"lobby","name":"garbage"}]')
+    bystander.wait_for_event("system", lambda d: d["text"] == "garbage joined lobby")
+
+    sent = 0
+    try:
+        for frame in [first] + [GARBAGE["bad-json"]] * 99:
+            ws.send(frame)
+            sent += 1
+    except (OSError, websocket.WebSocketException):
+        pass  # closed by the server, which is the point
+    finally:
+        ws.close()
+    assert sent >= 1
+    # At once, not after the ping timeout (about 45 s): no ghost in the room.
+    bystander.wait_for_event("system", lambda d: d["text"] == "garbage left lobby", timeout=3)
+    still_chats(bystander, "after the garbage")
+    assert "Traceback" not in app.log_text()
+    assert len(malformed_lines(app)) == 1, malformed_lines(app)
+
+
+@every_app
+def test_garbage_in_a_polling_post_gets_a_400_and_closes_the_session(chat, script):
+    """A POST whose body is not Engine.IO: 400 with a reason, the session told to go, one log line."""
+    app, bystander, _ = chat(script)
+    polling = f"{app.url}/socket.io/?EIO=4&transport=polling"
+    opened = requests.get(polling, timeout=5).text  # the open packet: 0{"sid": ...}
+    sid = json.loads(opened[1:])["sid"]
+    assert requests.post(f"{polling}&sid={sid}", data="40", timeout=5).text == "OK"
+    requests.get(f"{polling}&sid={sid}", timeout=5)  # the connect's answer
+
+    for _ in range(3):
+        answer = requests.post(f"{polling}&sid={sid}", data="zz", timeout=5)
+        assert (answer.status_code, answer.text) == (400, "malformed or oversized packet: connection closed")
+    packets = requests.get(f"{polling}&sid={sid}", timeout=5).text.split("\x1e")
+    assert "41" in packets, packets  # Socket.IO's disconnect
+    still_chats(bystander, "after the bad posts")
+    assert "Traceback" not in app.log_text()
+    assert len(malformed_lines(app)) == 1, malformed_lines(app)
+
+
+@every_app
+def test_only_the_apps_own_and_allowed_origins_and_hosts_get_in(chat, script):
+    """A foreign Origin is refused, the own page and ALLOWED_ORIGINS are not; so is a foreign Host."""
+    app, _, _ = chat(script, env={"ALLOWED_ORIGINS": "http://allowed.example"})
+    handshake = f"{app.url}/socket.io/?EIO=4&transport=polling"
+    port = app.url.rsplit(":", 1)[1]
+
+    for origin, status in [(app.url, 200), ("http://allowed.example", 200), ("http://evil.example", 400)]:
+        answer = requests.get(handshake, headers={"Origin": origin}, timeout=5)
+        assert answer.status_code == status, (origin, answer.text)
+    foreign = requests.get(handshake, headers={"Origin": "http://evil.example"}, timeout=5)
+    assert foreign.text == '"Not an accepted origin."'
+    assert "http://evil.example is not an accepted origin." in app.log_text()
+
+    # DNS rebinding: evil.example resolves to 127.0.0.1, so the page's Origin matches its Host.
+    rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    for url in (app.url + "/", handshake):
+        answer = requests.get(url, headers=rebound, timeout=5)
+        assert (answer.status_code, answer.text) == (400, "untrusted host: add it to TRUSTED_HOSTS")
+    # Health checks come by address, or with no Host at all: /healthz answers any.
+    assert requests.get(app.url + "/healthz", headers=rebound, timeout=5).status_code == 200
+    # The host names it trusts by default: the page works under either.
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert requests.get(app.url + "/", headers={"Host": host}, timeout=5).status_code == 200
+
+
+@every_app
+def test_production_refuses_to_start_without_its_secrets(bench, script):
+    """PRODUCTION=1 with no SECRET_KEY (or, where there is /notify, no NOTIFY_TOKEN): exit, naming it."""
+    argv = [sys.executable, str(REPO_ROOT / script)]
+    env = {"PRODUCTION": "1", "SECRET_KEY": "", "NOTIFY_TOKEN": "", "REDIS_URL": "redis://127.0.0.1:1"}
+    ran = bench.run("no-secret", argv, env=env)
+    assert ran.returncode != 0
+    assert "SECRET_KEY must be set when PRODUCTION=1" in ran.stdout, ran.stdout
+    if script in HAS_NOTIFY:
+        ran = bench.run("no-token", argv, env={**env, "SECRET_KEY": "s3cret"})
+        assert ran.returncode != 0
+        assert "NOTIFY_TOKEN must be set when PRODUCTION=1" in ran.stdout, ran.stdout
+
+
+@every_app
+def test_a_reconnecting_client_is_in_its_rooms_before_its_first_event(chat, clients, script):
+    """Rooms named in the connect's `auth` are rejoined at once: the first event, a message, is accepted."""
+    app, bystander, _ = chat(script)
+    back = clients("back").connect(app.url, auth={"name": "back", "rooms": ["lobby"]})
+    # No join: its first event is a message, like one a page buffered while offline.
+    assert back.call("message", {"room": "lobby", "text": "typed while offline"}) == {"ok": True}
+    bystander.wait_for_event("system", lambda d: d["text"] == "back is back in lobby")
+    bystander.wait_for_event("message", lambda d: d["text"] == "typed while offline")
+
+    # A bad `auth` refuses the connection, with its reason.
+    refused = socketio.Client(reconnection=False)
+    reasons = []
+    refused.on("connect_error", reasons.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        refused.connect(app.url, transports=["polling"], auth={"name": "x", "rooms": "lobby"})
+    assert reasons == [{"message": "auth: 'rooms' must be a list of at most 10 rooms"}]
     assert "Traceback" not in app.log_text()

@@ -51,19 +51,3 @@ def test_two_pages_chat_offline_and_markup_stays_text(bench, open_page):
     # Shown as text: no element was created and no script ran.
     assert bob.get_by_test_id("log").locator("img").count() == 0
     assert bob.evaluate("window.pwned") is None
-
-
-def test_page_rejoins_its_room_after_a_reconnect(bench, open_page, clients):
-    """After the server restarts, the page reconnects by itself, rejoins its room and receives again."""
-    app = start_app(bench, CHAPTER)
-    page = open_page(app.url + "/")
-    join(page, "alice", "lobby")
-
-    # The server goes away and comes back on the same port, with no memory of rooms.
-    app = bench.restart(app)
-    log_line(page, "alice joined lobby").nth(1).wait_for(timeout=20_000)
-
-    bob = clients("bob").connect(app.url)
-    bob.call("join", {"room": "lobby", "name": "bob"})
-    bob.call("message", {"room": "lobby", "text": "welcome back"})
-    log_line(page, "bob: welcome back").wait_for(timeout=DEADLINE_MS)
