@@ -63,11 +63,12 @@ def browser():
 def open_page(browser):
     """Open pages that can reach loopback only, as on workshop wifi with no internet.
 
-    Each page is returned once its status says connected; every context is closed at teardown.
+    Each page is returned once its status says `status` (connected, unless told otherwise);
+    every context is closed at teardown.
     """
     contexts = []
 
-    def open_page(url):
+    def open_page(url, status=re.compile("^connected$")):
         context = browser.new_context()
         contexts.append(context)
         page = context.new_page()
@@ -81,8 +82,7 @@ def open_page(browser):
 
         context.route("**/*", loopback_only)
         page.goto(url)
-        connected = page.get_by_test_id("status").filter(has_text=re.compile("^connected$"))
-        connected.wait_for(timeout=PAGE_DEADLINE_MS)
+        page.get_by_test_id("status").filter(has_text=status).wait_for(timeout=PAGE_DEADLINE_MS)
         return page
 
     yield open_page
