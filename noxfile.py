@@ -4,6 +4,7 @@ nox                      lint, docs and every test (what CI runs)
 nox -s chapter01         one chapter's tests, with a summary of what they proved
 nox -s serve -- 01       serve a chapter and its antipattern to your browser
 nox -s bench -- 02       the load bench (slow; writes docs/bench/*.json and plots)
+nox -s fuzz              every app against bad input (FUZZ_SCALE=10 searches ten times longer)
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def chapter03(session: nox.Session) -> None:
 def chapter04(session: nox.Session) -> None:
     """Chapter 04: nginx and HAProxy keep each session on one instance; round-robin breaks polling."""
     _pytest(session, "tests/chapter04")
+
+
+@nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """Every app against bad payloads and garbage frames from Hypothesis: a reason or a closed connection.
+
+    The default run is deterministic (derandomized, no example database) and part of
+    `nox -s tests`. FUZZ_SCALE=10 nox -s fuzz searches longer; FUZZ_SHRINK=1 shrinks a
+    failing input to its smallest form (slow when the input hangs the server).
+    """
+    _pytest(session, "tests/fuzz")
 
 
 @nox.session

@@ -38,6 +38,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import parse_qs  # noqa: E402
 
+from engineio.packet import CLOSE, MESSAGE, PONG  # noqa: E402
 from engineio.payload import Payload  # noqa: E402
 from flask import Flask, jsonify, render_template, request, send_from_directory, session  # noqa: E402
 from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room, leave_room, rooms  # noqa: E402
@@ -273,6 +274,9 @@ def on_engineio_message(eio_sid, data):
         close_malformed(eio_sid, error)
 
 
+CLIENT_PACKETS = (CLOSE, PONG, MESSAGE)  # what a client sends over long-polling
+
+
 def guard_the_edge(wsgi_app):
     """Every HTTP request, the page's and Socket.IO's, passes here before the app sees it.
 
@@ -301,7 +305,11 @@ def guard_the_edge(wsgi_app):
                 if length > MAX_EVENT_BYTES:
                     raise ValueError(f"{length} bytes is more than {MAX_EVENT_BYTES}")
                 body = environ["wsgi.input"].read(length)
-                Payload(encoded_payload=body.decode())
+                # A client sends only these over polling. Any other type makes python-engineio
+                # close the session, which waits for a GET that a raw client never sends.
+                packets = Payload(encoded_payload=body.decode()).packets
+                if any(packet.packet_type not in CLIENT_PACKETS for packet in packets):
+                    raise ValueError("a packet type no client sends over polling")
             except Exception as error:
                 close_malformed(eio_sid, error)
                 return bad_request("malformed or oversized packet: connection closed")
@@ -309,17 +317,17 @@ def guard_the_edge(wsgi_app):
         environ["edge.request"] = this_request = object()  # Flask-SocketIO copies environ
         try:
             return wsgi_app(environ, start_response)
-        except ValueError as error:
-            # A WebSocket frame python-engineio cannot decode escapes its receive loop: the
-            # socket is gone, but its session would live until the ping timeout (a ghost).
-            # The session is named in the query, or else this request opened it.
-            opened = (
-                sid for sid, env in socketio.server.environ.items() if env.get("edge.request") is this_request
-            )
+        except (KeyError, ValueError, RecursionError) as error:
+            # What python-engineio lets escape: a WebSocket frame it cannot decode (the socket is
+            # gone, but its session would live on until the ping timeout: a ghost), or a request on
+            # a session it has just closed. The session is named in the query, or this request opened it.
+            sessions = socketio.server.environ.items()
+            opened = (sid for sid, env in sessions if env.get("edge.request") is this_request)
             eio_sid = eio_sid or next(opened, None)
-            if eio_sid is None:
-                raise
-            close_malformed(eio_sid, error)
+            if eio_sid:
+                close_malformed(eio_sid, error)  # silent if that session is closed already
+            if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+                return bad_request("malformed or oversized packet: connection closed")
             # The WebSocket is gone: this is how every WSGI server is told, quietly.
             raise ConnectionResetError(errno.ECONNRESET, "malformed packet") from None
 
