@@ -34,3 +34,8 @@ def chromium() -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+def log_line(page, text: str):
+    """The lines of a page's log (`data-testid="log"`, every chapter's page has one) holding `text`."""
+    return page.get_by_test_id("log").locator("li").filter(has_text=text)

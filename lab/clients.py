@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 import engineio
 import requests
 import socketio
-import websocket
 from engineio.payload import Payload
 
 # python-engineio's client drops a long-polling connection when one poll brings more than
@@ -211,23 +210,3 @@ def polling_session(url: str, requests_after_open: int) -> tuple[str, list[tuple
         if response.status_code != 200:
             break
     return sid, answers
-
-
-def raw_websocket(url: str, timeout: float = 5) -> websocket.WebSocket:
-    """A bare WebSocket past the Socket.IO handshake (Engine.IO open, then the connect `40`).
-
-    For tests that send frames no Socket.IO client would: garbage, forged events.
-    """
-    ws = websocket.create_connection(
-        url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket", timeout=timeout
-    )
-    opened = ws.recv()
-    if not opened.startswith("0"):
-        raise AssertionError(f"expected the Engine.IO open packet, got {opened!r}")
-    ws.send("40")
-    # An app may emit from its connect handler (a welcome, the online count): those packets
-    # can come before or after the connect packet.
-    for _ in range(10):
-        if ws.recv().startswith("40"):
-            return ws
-    raise AssertionError("no Socket.IO connect packet in the first 10 the server sent")

@@ -9,18 +9,17 @@ one line per refused event, never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import pytest
 import requests
 import socketio
-import websocket
 
 from lab.apps import healthz, start_app
-from lab.clients import TRANSPORTS, raw_websocket
+from lab.clients import TRANSPORTS
 from lab.processes import REPO_ROOT, wait_until
+from lab.raw import PollingSession, RawWebSocket
 from lab.redis_server import start_redis
 
 # Each chapter's app (and chapter 03's twins, which carry the same guards), and whether it needs Redis.
@@ -201,20 +200,11 @@ GARBAGE = {
 def test_protocol_garbage_costs_one_log_line_and_the_connection(chat, script, first):
     """100 garbage frames on one connection: one log line, the connection closed, its rooms left at once."""
     app, bystander, _ = chat(script)
-    ws = raw_websocket(app.url)
-    ws.send('42["join",{"room":"lobby","name":"garbage"}]')
-    bystander.wait_for_event("system", lambda d: d["text"] == "garbage joined lobby")
-
-    sent = 0
-    try:
-        for frame in [first] + [GARBAGE["bad-json"]] * 99:
-            ws.send(frame)
-            sent += 1
-    except (OSError, websocket.WebSocketException):
-        pass  # closed by the server, which is the point
-    finally:
-        ws.close()
-    assert sent >= 1
+    with RawWebSocket(app.url) as ws:
+        ws.join("lobby", "garbage")
+        # In one write: all 100 arrive before the server can close the connection for the first.
+        ws.send(first, *[GARBAGE["bad-json"]] * 99)
+        ws.wait_dropped()
     # At once, not after the ping timeout (about 45 s): no ghost in the room.
     bystander.wait_for_event("system", lambda d: d["text"] == "garbage left lobby", timeout=3)
     still_chats(bystander, "after the garbage")
@@ -226,17 +216,11 @@ def test_protocol_garbage_costs_one_log_line_and_the_connection(chat, script, fi
 def test_garbage_in_a_polling_post_gets_a_400_and_closes_the_session(chat, script):
     """A POST whose body is not Engine.IO: 400 with a reason, the session told to go, one log line."""
     app, bystander, _ = chat(script)
-    polling = f"{app.url}/socket.io/?EIO=4&transport=polling"
-    opened = requests.get(polling, timeout=5).text  # the open packet: 0{"sid": ...}
-    sid = json.loads(opened[1:])["sid"]
-    assert requests.post(f"{polling}&sid={sid}", data="40", timeout=5).text == "OK"
-    requests.get(f"{polling}&sid={sid}", timeout=5)  # the connect's answer
-
+    session = PollingSession(app.url)
     for _ in range(3):
-        answer = requests.post(f"{polling}&sid={sid}", data="zz", timeout=5)
+        answer = session.post(b"zz")
         assert (answer.status_code, answer.text) == (400, "malformed or oversized packet: connection closed")
-    packets = requests.get(f"{polling}&sid={sid}", timeout=5).text.split("\x1e")
-    assert "41" in packets, packets  # Socket.IO's disconnect
+    assert "41" in session.get().text.split("\x1e")  # Socket.IO's disconnect
     still_chats(bystander, "after the bad posts")
     assert "Traceback" not in app.log_text()
     assert len(malformed_lines(app)) == 1, malformed_lines(app)

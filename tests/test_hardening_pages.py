@@ -13,6 +13,7 @@ import re
 import pytest
 
 from lab.apps import start_app
+from lab.browser import log_line
 from lab.clients import RecordingClient
 from lab.redis_server import start_redis
 
@@ -27,10 +28,6 @@ PAGES = {
     "04": ("chapters/04_nginx_lb/app.py", True),
 }
 every_page = pytest.mark.parametrize("script, needs_redis", PAGES.values(), ids=PAGES.keys())
-
-
-def log_line(page, text):
-    return page.get_by_test_id("log").locator("li").filter(has_text=text)
 
 
 @every_page

@@ -246,10 +246,9 @@ def close_malformed(eio_sid, error):
         eio_session = eio.get_session(eio_sid)
     except KeyError:
         return  # already closed
-    if eio_session.setdefault("malformed", 0) > 0:
-        eio_session["malformed"] += 1
+    if eio_session.get("malformed"):
         return  # said once; the rest are dropped unread
-    eio_session["malformed"] = 1
+    eio_session["malformed"] = True
     app.logger.warning("closed %s: malformed packet (%s: %.80s)", eio_sid, type(error).__name__, error)
     if eio.transport(eio_sid) == "websocket":
         eio.disconnect(eio_sid)

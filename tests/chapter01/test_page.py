@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab.apps import start_app
+from lab.browser import log_line
 
 pytestmark = pytest.mark.browser
 
@@ -22,10 +23,6 @@ def join(page, name, room):
 def say(page, text):
     page.locator("input[name=text]").fill(text)
     page.get_by_role("button", name="Send").click()
-
-
-def log_line(page, text):
-    return page.get_by_test_id("log").locator("li").filter(has_text=text)
 
 
 def test_two_pages_chat_offline_and_markup_stays_text(bench, open_page):

@@ -7,17 +7,16 @@ run against the twin too, to show what each guard is there for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import pytest
 import requests
 import socketio
-import websocket
 
 from lab.apps import start_app
-from lab.clients import RecordingClient, raw_websocket
+from lab.clients import RecordingClient
 from lab.processes import Service, wait_until
+from lab.raw import PollingSession, RawWebSocket
 
 CHAPTER = "chapters/01_basic_chat/app.py"
 TWIN = "antipatterns/01_unguarded_handler.py"
@@ -40,20 +39,11 @@ def chat(bench, clients) -> Callable[[str], tuple[Service, RecordingClient]]:
     return start
 
 
-def garbage_client_in_lobby(app: Service, bystander: RecordingClient) -> websocket.WebSocket:
+def garbage_client_in_lobby(app: Service) -> RawWebSocket:
     """A raw WebSocket past the handshake that has joined `lobby` as "garbage"."""
-    ws = raw_websocket(app.url)
-    ws.send('42["join",{"room":"lobby","name":"garbage"}]')
-    bystander.wait_for_event("system", lambda d: d["text"] == "garbage joined lobby")
+    ws = RawWebSocket(app.url)
+    ws.join("lobby", "garbage")
     return ws
-
-
-def send_until_closed(ws: websocket.WebSocket, frames: list[str]) -> None:
-    try:
-        for frame in frames:
-            ws.send(frame)
-    except (OSError, websocket.WebSocketException):
-        pass  # closed by the server: what the guarded chapter does
 
 
 def count_in_log(app: Service, text: str) -> int:
@@ -87,57 +77,53 @@ def test_an_event_with_two_arguments(chat, clients, script, guarded):
 def test_twenty_undecodable_frames(chat, script, guarded):
     """20 frames of bad JSON: the chapter logs a line and closes; the twin logs 20 tracebacks, stays open."""
     app, bystander = chat(script)
-    ws = garbage_client_in_lobby(app, bystander)
-
-    send_until_closed(ws, ['42["join"'] * 20)
-    if guarded:
-        bystander.wait_for_event("system", lambda d: d["text"] == "garbage left lobby", timeout=LEFT_WITHIN)
-        assert count_in_log(app, "malformed packet") == 1
-        assert "Traceback" not in app.log_text()
-    else:
-        # expected: one log line and the connection closed; actual: a traceback per frame.
-        wait_until(
-            lambda: count_in_log(app, "message handler error") == 20,
-            timeout=5,
-            what="20 'message handler error' tracebacks",
-        )
-        assert count_in_log(app, "Traceback") == 20
-        # The connection is still open, and still in the room: it can send the next frame.
-        ws.send('42["message",{"room":"lobby","text":"still here"}]')
-        bystander.wait_for_event("message", lambda d: d["text"] == "still here")
-    ws.close()
+    left = lambda d: d["text"] == "garbage left lobby"  # noqa: E731
+    with garbage_client_in_lobby(app) as ws:
+        ws.send(*['42["join"'] * 20)
+        if guarded:
+            bystander.wait_for_event("system", left, timeout=LEFT_WITHIN)
+            assert count_in_log(app, "malformed packet") == 1
+            assert "Traceback" not in app.log_text()
+        else:
+            # expected: one log line and the connection closed; actual: a traceback per frame.
+            wait_until(
+                lambda: count_in_log(app, "message handler error") == 20,
+                timeout=5,
+                what="20 'message handler error' tracebacks",
+            )
+            assert count_in_log(app, "Traceback") == 20
+            # The connection is still open, and still in the room: it can send the next frame.
+            ws.send('42["message",{"room":"lobby","text":"still here"}]')
+            bystander.wait_for_event("message", lambda d: d["text"] == "still here")
 
 
 @both_sides
 def test_a_frame_that_is_not_engine_io(chat, script, guarded):
     """`zz` on a WebSocket: the chapter's room hears the sender leave at once; the twin's keeps a ghost."""
     app, bystander = chat(script)
-    ws = garbage_client_in_lobby(app, bystander)
-
-    send_until_closed(ws, ["zz"])
-    left = lambda d: d["text"] == "garbage left lobby"  # noqa: E731
-    if guarded:
-        bystander.wait_for_event("system", left, timeout=LEFT_WITHIN)
-        assert count_in_log(app, "malformed packet") == 1
-        assert "Traceback" not in app.log_text()
-    else:
-        # expected: "garbage left lobby" at once; actual: its session outlives its socket.
-        with pytest.raises(AssertionError, match="timed out"):
+    with garbage_client_in_lobby(app) as ws:
+        ws.send("zz")
+        left = lambda d: d["text"] == "garbage left lobby"  # noqa: E731
+        if guarded:
             bystander.wait_for_event("system", left, timeout=LEFT_WITHIN)
-        # The socket died on python-engineio's ValueError, which the WSGI server logged.
-        assert "ValueError" in app.log_text()
-        assert count_in_log(app, "Traceback") == 1
-    ws.close()
+            assert count_in_log(app, "malformed packet") == 1
+            assert "Traceback" not in app.log_text()
+        else:
+            # expected: "garbage left lobby" at once; actual: its session outlives its socket.
+            with pytest.raises(AssertionError, match="timed out"):
+                bystander.wait_for_event("system", left, timeout=LEFT_WITHIN)
+            # The socket died on python-engineio's ValueError, which the WSGI server logged.
+            assert "ValueError" in app.log_text()
+            assert count_in_log(app, "Traceback") == 1
 
 
 @both_sides
 def test_garbage_in_a_polling_post(chat, script, guarded):
     """A POST of `zz`: the chapter answers 400 with a reason; the twin, 200 and a traceback per POST."""
     app, _ = chat(script)
-    polling = f"{app.url}/socket.io/?EIO=4&transport=polling"
-    sid = json.loads(requests.get(polling, timeout=5).text[1:])["sid"]  # the open packet: 0{"sid": ...}
+    session = PollingSession(app.url)
 
-    answers = [requests.post(f"{polling}&sid={sid}", data="zz", timeout=5) for _ in range(3)]
+    answers = [session.post(b"zz") for _ in range(3)]
     if guarded:
         refused = (400, "malformed or oversized packet: connection closed")
         assert [(a.status_code, a.text) for a in answers] == [refused] * 3

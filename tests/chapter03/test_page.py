@@ -7,16 +7,13 @@ import re
 import pytest
 
 from lab.apps import start_app
+from lab.browser import log_line
 from lab.redis_server import start_redis
 
 pytestmark = pytest.mark.browser
 
 CHAPTER = "chapters/03_redis_scaling/app.py"
 DEADLINE_MS = 10_000
-
-
-def log_line(page, text):
-    return page.get_by_test_id("log").locator("li").filter(has_text=text)
 
 
 def test_pages_on_two_instances_chat_and_count_each_other(bench, open_page):

@@ -6,16 +6,13 @@ import re
 
 import pytest
 
+from lab.browser import log_line
 from lab.processes import wait_until
 
 pytestmark = pytest.mark.browser
 
 NGINX = "chapters/04_nginx_lb/nginx.conf"
 DEADLINE_MS = 10_000
-
-
-def log_line(page, text):
-    return page.get_by_test_id("log").locator("li").filter(has_text=text)
 
 
 def test_page_through_nginx_names_its_instance_and_survives_its_death(deploy, open_page):

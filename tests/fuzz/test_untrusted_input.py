@@ -15,6 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lab.apps import healthz
+from lab.raw import PollingSession, RawWebSocket
 from tests.fuzz.strategies import (
     JUST_OVER_THE_FRAME_LIMIT,
     JUST_UNDER_THE_FRAME_LIMIT,
@@ -27,8 +28,6 @@ from tests.fuzz.strategies import (
 from tests.fuzz.wire import (
     CLOSED_LINE,
     REFUSED_POST,
-    PollingSession,
-    RawWebSocket,
     expected_line,
     largest_frame,
 )

@@ -19,6 +19,7 @@ import socketio
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from lab.apps import start_app
+from lab.browser import log_line
 from lab.processes import REPO_ROOT, wait_until
 
 RECIPE = "recipes/auth_on_connect/app.py"
@@ -268,10 +269,6 @@ def log_in_page(page, name):
     page.locator("input[name=username]").fill(name)
     page.get_by_role("button", name="Log in").click()
     page.get_by_test_id("user").filter(has_text=re.compile(f"^{name}$")).wait_for(timeout=PAGE_DEADLINE_MS)
-
-
-def log_line(page, text):
-    return page.get_by_test_id("log").locator("li").filter(has_text=text)
 
 
 @pytest.mark.browser
