@@ -1,8 +1,8 @@
 """The lab bench: starts the real processes a chapter needs, and owns them.
 
 Tests, the demo server (`python -m lab.serve`) and the load bench all start
-redis-server, app instances, nginx and HAProxy (Celery workers come with
-chapter 05) through one `LabBench`, which waits for each to be ready against
+redis-server, app instances, nginx, HAProxy, and chapter 05's Celery workers
+and beat through one `LabBench`, which waits for each to be ready against
 a deadline, writes each one's output to a log file and kills every process
 tree it started on exit.
 

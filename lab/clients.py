@@ -210,3 +210,15 @@ def polling_session(url: str, requests_after_open: int) -> tuple[str, list[tuple
         if response.status_code != 200:
             break
     return sid, answers
+
+
+def emit_through_queue(
+    redis_url: str, event: str, data: Any = None, *, to: str | None = None, channel: str = "flask-socketio"
+) -> None:
+    """Publish one event on a Socket.IO Redis queue, as a worker would: a barrier for tests.
+
+    Each instance delivers what it reads from the queue in order, so once a client has this
+    event, anything published before it that was ever going to reach the client has.
+    """
+    manager = socketio.RedisManager(redis_url, channel=channel, write_only=True)
+    manager.emit(event, data, namespace="/", room=to)

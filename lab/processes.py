@@ -266,7 +266,12 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGKILL it if the bench's process dies without cleaning up."""
+    """In the child: ask Linux to SIGKILL it if the bench's process dies without cleaning up.
+
+    Linux ties this to the thread that started the child, not the process: a service
+    started from a short-lived thread (a thread pool) is killed when that thread ends.
+    Start services from one long-lived thread; waiting on them in parallel is fine.
+    """
     if sys.platform == "linux":
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)

@@ -1,0 +1,69 @@
+"""Antipattern 05: every web instance runs its own periodic producer.
+
+What it does
+    Chapter 05's web instance, with one thing added: the dashboard figure is
+    produced by a background task that each instance starts on its first
+    connect (Flask-SocketIO's own example does this, with a lock so that one
+    process starts it once), instead of by Celery beat.
+
+Why is this bad?
+    The lock works within one process. With two instances there are two
+    producers, and each emits through the message queue to every client:
+    every client gets each second's figure once per instance, and the work
+    behind it (a query, a report) runs once per instance too. Scale to ten
+    instances, get ten times the load and ten figures a second. It looks fine
+    on a laptop with one instance, which is where it gets written.
+
+Use instead
+    Celery beat (chapters/05_celery/taskboard/__init__.py `beat_schedule`):
+    one scheduler for the cluster, whatever the number of web instances. Run
+    exactly one beat (never `celery worker -B` on several workers: that is
+    this mistake again).
+
+How to run it
+    python antipatterns/05_duplicate_background_tasks.py   (two of them, PORT=5000 and 5001)
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# The chapter's package, loaded by path ("05_celery" is not an importable package name).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "05_celery"))
+from taskboard import FIGURE_SECONDS, HOST, INSTANCE_NAME, PORT, create_app, events, socketio  # noqa: E402
+from taskboard.tasks import dashboard_figure  # noqa: E402
+
+producer = None
+producer_lock = threading.Lock()
+
+
+# --8<-- [start:producer]
+def dashboard_loop():
+    while True:
+        socketio.sleep(FIGURE_SECONDS)
+        with app.app_context():
+            # expected: one figure a second for the cluster; actual: one per instance, each
+            # published on the queue to every client of every instance
+            socketio.emit("figure", dashboard_figure(producer=INSTANCE_NAME))
+
+
+class TaskEventsWithProducer(events.TaskEvents):
+    def on_connect(self, auth=None):
+        global producer
+        with producer_lock:  # once per process: the lock cannot see the other instances
+            if producer is None:
+                producer = socketio.start_background_task(dashboard_loop)
+        return super().on_connect(auth)
+
+
+# --8<-- [end:producer]
+
+app = create_app()
+socketio.on_namespace(TaskEventsWithProducer("/"))
+
+if __name__ == "__main__":
+    socketio.run(app, host=HOST, port=PORT, log_output=False)
