@@ -72,6 +72,12 @@ def chapter04(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def chapter05(session: nox.Session) -> None:
+    """Chapter 05: Celery tasks report to the user who asked, once; the twins lose results or double them."""
+    _pytest(session, "tests/chapter05")
+
+
+@nox.session(default=False)
 def fuzz(session: nox.Session) -> None:
     """Every app against bad payloads and garbage frames from Hypothesis: a reason or a closed connection.
 

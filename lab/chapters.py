@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lab.apps import start_apps
+from lab.celery_workers import CHAPTER05, start_beat, start_worker
 from lab.haproxy import start_haproxy
 from lab.nginx import start_nginx
 from lab.processes import LabBench, Service
@@ -25,6 +26,10 @@ class Topology:
     env: dict[str, str] = field(default_factory=dict)
     # One address in front of the instances: ("nginx" or "haproxy", its config file).
     balancer: tuple[str, str] | None = None
+    # Celery: how many workers of which app module (`celery -A`), and whether beat runs too.
+    workers: int = 0
+    worker_app: str = str(CHAPTER05 / "make_celery.py")
+    beat: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,17 +37,26 @@ class Chapter:
     number: str
     title: str
     correct: Topology
-    antipattern: Topology | None = None
+    # Each broken twin, by the label its processes are named after: ("antipattern", Topology(...)).
+    antipatterns: tuple[tuple[str, Topology], ...] = ()
     # What to try in the two browsers, printed by `python -m lab.serve`.
     demo: str = ""
 
+
+def twin(script: str, **options) -> tuple[tuple[str, Topology]]:
+    """A chapter's one antipattern."""
+    return (("antipattern", Topology(script, **options)),)
+
+
+# Chapter 05's processes share one signing key, so a token from one instance opens them all.
+CELERY_ENV = {"SECRET_KEY": "serve-05", "STEP_SECONDS": "0.5"}
 
 CHAPTERS: dict[str, Chapter] = {
     "01": Chapter(
         "01",
         "basic chat",
         correct=Topology("chapters/01_basic_chat/app.py"),
-        antipattern=Topology("antipatterns/01_broadcast_to_everyone.py"),
+        antipatterns=twin("antipatterns/01_broadcast_to_everyone.py"),
         demo=(
             "Open each URL in two windows; join room 'a' in one window and 'b' in the other.\n"
             "On the chapter app a message stays in its room; on the antipattern it leaks into both."
@@ -52,7 +66,7 @@ CHAPTERS: dict[str, Chapter] = {
         "02",
         "async modes",
         correct=Topology("chapters/02_async_modes/run_gevent.py"),
-        antipattern=Topology("antipatterns/02_blocking_sleep.py"),
+        antipatterns=twin("antipatterns/02_blocking_sleep.py"),
         demo=(
             "Open each URL in two windows and watch the ping readout in the second window.\n"
             "Click 'slow I/O (3 s)' in the first: on the chapter app the ping stays in milliseconds;\n"
@@ -63,7 +77,7 @@ CHAPTERS: dict[str, Chapter] = {
         "03",
         "Redis scaling",
         correct=Topology("chapters/03_redis_scaling/app.py", instances=2, needs_redis=True),
-        antipattern=Topology("antipatterns/03_no_message_queue.py", instances=2),
+        antipatterns=twin("antipatterns/03_no_message_queue.py", instances=2),
         demo=(
             "Open chapter-1 and chapter-2 side by side, then antipattern-1 and antipattern-2.\n"
             "Broadcast from one window: on the chapter both instances get it; on the antipattern\n"
@@ -79,7 +93,7 @@ CHAPTERS: dict[str, Chapter] = {
             needs_redis=True,
             balancer=("nginx", "chapters/04_nginx_lb/nginx.conf"),
         ),
-        antipattern=Topology(
+        antipatterns=twin(
             "chapters/04_nginx_lb/app.py",
             instances=3,
             needs_redis=True,
@@ -94,6 +108,55 @@ CHAPTERS: dict[str, Chapter] = {
             "the page moves to another instance and keeps chatting."
         ),
     ),
+    "05": Chapter(
+        "05",
+        "Celery",
+        correct=Topology(
+            "chapters/05_celery/app.py", instances=2, needs_redis=True, env=CELERY_ENV, workers=2, beat=True
+        ),
+        antipatterns=(
+            (
+                "no-queue",
+                Topology(
+                    "chapters/05_celery/app.py",
+                    instances=1,
+                    needs_redis=True,
+                    env=CELERY_ENV,
+                    workers=1,
+                    worker_app="antipatterns/05_worker_without_queue.py",
+                    beat=True,
+                ),
+            ),
+            (
+                "emit-to-sid",
+                Topology(
+                    "antipatterns/05_emit_to_sid.py",
+                    instances=2,
+                    needs_redis=True,
+                    env=CELERY_ENV,
+                    workers=1,
+                    beat=True,
+                ),
+            ),
+            (
+                "duplicates",
+                Topology(
+                    "antipatterns/05_duplicate_background_tasks.py",
+                    instances=2,
+                    needs_redis=True,
+                    env=CELERY_ENV,
+                ),
+            ),
+        ),
+        demo=(
+            "Log in on chapter-1 and start a report: the bar moves to done. Log in as the same\n"
+            "user on chapter-2: the same task's events reach that page too; another user sees none.\n"
+            "no-queue-1: the bar never moves, though the worker's log says the task succeeded.\n"
+            "emit-to-sid-1: start a report, then reload the page and log in again mid-task: the\n"
+            "result never comes. duplicates-1 and -2: the dashboard shows figures from both\n"
+            "instances, two a second, where the chapter shows one from celery beat."
+        ),
+    ),
 }
 
 
@@ -106,7 +169,8 @@ def start_topology(
     timeout: float = 30.0,
 ) -> list[Service]:
     """Start Redis if the topology needs it, its app instances, named <prefix>-1 ... <prefix>-N,
-    and its balancer, <prefix>-nginx (or -haproxy), which comes first in the list returned."""
+    its balancer, <prefix>-nginx (or -haproxy), which comes first in the list returned, and its
+    Celery workers and beat, which come last."""
     env = dict(topology.env)
     if topology.needs_redis:
         redis = start_redis(bench, name=f"{prefix}-redis")
@@ -120,8 +184,15 @@ def start_topology(
         first_port=first_port,
         timeout=timeout,
     )
+    workers = [
+        start_worker(bench, topology.worker_app, name=f"{prefix}-worker-{i}", env=env)
+        for i in range(1, topology.workers + 1)
+    ]
+    if topology.beat:
+        workers.append(start_beat(bench, topology.worker_app, name=f"{prefix}-beat", env=env))
     if topology.balancer is None:
-        return instances
+        return [*instances, *workers]
     kind, config = topology.balancer
     port = first_port + BALANCER_PORT_OFFSET if first_port else None
-    return [BALANCERS[kind](bench, config, instances, name=f"{prefix}-{kind}", port=port), *instances]
+    balancer = BALANCERS[kind](bench, config, instances, name=f"{prefix}-{kind}", port=port)
+    return [balancer, *instances, *workers]

@@ -1,6 +1,6 @@
-"""Serve one chapter, its correct app beside its antipattern, until Ctrl-C.
+"""Serve one chapter, its correct app beside its antipatterns, until Ctrl-C.
 
-    python -m lab.serve 01            # chapter app on :5000, antipattern on :5100
+    python -m lab.serve 01            # chapter app on :5000, antipattern on :5100 (a second on :5200...)
     python -m lab.serve 03 --port 0   # OS-assigned ports
 
 Runs in the foreground and owns every process it starts: Ctrl-C (or SIGTERM)
@@ -39,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with LabBench(log_dir) as bench:
             sides = [("chapter", chapter.correct, args.port or None)]
-            if chapter.antipattern:
-                anti_port = args.port + ANTIPATTERN_PORT_OFFSET if args.port else None
-                sides.append(("antipattern", chapter.antipattern, anti_port))
+            for n, (label, topology) in enumerate(chapter.antipatterns, start=1):
+                anti_port = args.port + n * ANTIPATTERN_PORT_OFFSET if args.port else None
+                sides.append((label, topology, anti_port))
             print(f"Chapter {chapter.number}: {chapter.title}")
             for label, topology, first_port in sides:
                 for service in start_topology(bench, topology, prefix=label, first_port=first_port):
-                    print(f"  {label:<12} {service.name:<15} {service.url}/", flush=True)
+                    where = f"{service.url}/" if service.url else f"(log: {service.log_path.name})"
+                    print(f"  {label:<12} {service.name:<20} {where}", flush=True)
             if chapter.demo:
                 print("\n" + chapter.demo)
             print(f"\nLogs: {log_dir}\nPress Ctrl-C to stop everything.", flush=True)
