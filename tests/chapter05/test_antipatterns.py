@@ -49,9 +49,9 @@ def test_a_page_that_reconnects_mid_task(start_taskboard, web, gets_result):
     """Progress sent to the requesting sid is lost when the page reconnects; sent to its user's room, not."""
     board = start_taskboard(web=str(web), workers=1, beat=False)
     first = board.connect("ann", web=0)
-    task = first.call("start", {"steps": 6})["task"]
+    task = first.call("start", {"steps": 10})["task"]
     first.wait_for_event("progress", lambda data: data["task"] == task, timeout=10)
-    first.disconnect()  # a wifi blip: the page comes back with a new sid
+    first.drop()  # a wifi blip: the page comes back with a new sid
     again = board.connect("ann", web=1)
 
     wait_until(lambda: board.state("ann", task) == "SUCCESS", timeout=15, what="the task to succeed")

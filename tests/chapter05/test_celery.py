@@ -86,10 +86,10 @@ def test_a_page_that_reconnects_mid_task_gets_the_rest(start_taskboard):
     """A page that reconnects mid-task (a new sid, another instance) gets the rest and the result."""
     board = start_taskboard(workers=1, beat=False)
     first = board.connect("ann", web=0)
-    task = start(first, steps=8)
+    task = start(first, steps=10)
     first.wait_for_event("progress", lambda data: data["task"] == task, timeout=10)
     old_sid = first.sio.get_sid()
-    first.disconnect()
+    first.drop()
 
     again = board.connect("ann", web=1)  # what the browser does after a blip, possibly elsewhere
     assert again.sio.get_sid() != old_sid
