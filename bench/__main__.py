@@ -1,16 +1,17 @@
-"""`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`."""
+"""`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`,
+`python -m bench 05 [--quick] [--tasks N] [--burst M]`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import async_modes, common, nginx_lb, redis_scaling
+from bench import async_modes, celery_tasks, common, nginx_lb, redis_scaling
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("chapter", choices=["02", "03", "04"], help="which chapter's scenarios to run")
+    parser.add_argument("chapter", choices=["02", "03", "04", "05"], help="which chapter's scenarios to run")
     parser.add_argument(
         "--quick", action="store_true", help="small counts, under a minute: a smoke check, written to .lab/"
     )
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"02 only, comma-separated (default: {','.join(async_modes.DEFAULT_MODES)}; "
         f"all: {','.join(async_modes.MODES)})",
     )
+    parser.add_argument("--tasks", type=int, help="05 only: no-op tasks timed one at a time (default: 300)")
+    parser.add_argument("--burst", type=int, help="05 only: no-op tasks per worker setup (default: 400)")
     parser.add_argument("--out", help="where to write the JSON, plots and summary (default: docs/bench/)")
     args = parser.parse_args(argv)
 
@@ -29,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         record = async_modes.run(args.quick, args.max_clients, modes, args.out)
     elif args.chapter == "03":
         record = redis_scaling.run(args.quick, args.max_clients, args.out)
-    else:
+    elif args.chapter == "04":
         record = nginx_lb.run(args.quick, args.max_clients, args.out)
+    else:
+        record = celery_tasks.run(args.quick, args.tasks, args.burst, args.out)
     common.print_targets(record)
     return 0
 

@@ -226,3 +226,40 @@ def nginx_lb(record: dict[str, Any], out: Path) -> list[Path]:
     written.append(out / "04-fan-out.png")
     _save(fig, written[-1])
     return written
+
+
+def celery_tasks(record: dict[str, Any], out: Path) -> list[Path]:
+    """Chapter 05's figures: a no-op task's latency distribution, and tasks/s by worker setup."""
+    machine = record["machine"]
+    written = []
+
+    samples = record.get("latency", {}).get("samples_ms", {})
+    fig, ax = _figure("No-op Celery task, one at a time: share of tasks done by", "ms", "", machine)
+    for key, label, color in (
+        ("start_to_ack", "`start` to its ack (queued)", "tab:gray"),
+        ("start_to_result", "`start` to `result` at the page", "tab:blue"),
+    ):
+        values = samples.get(key, [])
+        if values:
+            shares = [(i + 1) / len(values) for i in range(len(values))]
+            ax.step(values, shares, where="post", color=color, label=label)
+    target = record["settings"].get("latency_target_ms")
+    if target:
+        ax.axvline(target, color="black", linestyle=":", label=f"target for p50: {target:g} ms")
+    ax.axhline(0.5, color="gray", linewidth=0.8)
+    ax.set_xlim(left=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0%}"))
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right")
+    written.append(out / "05-latency.png")
+    _save(fig, written[-1])
+
+    runs = {label: run for label, run in record.get("throughput", {}).items() if run.get("tasks_per_s")}
+    fig, ax = _figure("No-op Celery tasks per second, by workers x processes", "", "tasks/s", machine)
+    bars = ax.bar(range(len(runs)), [run["tasks_per_s"] for run in runs.values()], color="tab:blue")
+    ax.bar_label(bars, fmt="{:,.0f}")
+    ax.set_xticks(range(len(runs)), list(runs))
+    ax.yaxis.set_major_formatter(PLAIN)
+    written.append(out / "05-throughput.png")
+    _save(fig, written[-1])
+    return written

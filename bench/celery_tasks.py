@@ -1,0 +1,547 @@
+"""Chapter 05 under load: what a Celery round trip costs a page, and what more workers buy.
+
+Redis, two web instances of the chapter and Celery workers, each started as its own process
+with one SECRET_KEY and STEP_SECONDS=0: a one-step report is then a no-op task that still
+does everything the chapter's task does (its Redis bookkeeping, a `progress` and a `result`
+published on the Socket.IO queue). No beat: its figure once a second would be noise here.
+Each page is python-socketio's client, logged in through POST /login as its own user.
+
+- Latency: one worker (concurrency 1). No-op reports are started one at a time by two
+  pages, one on each web instance, taking turns; each is timed from the `start` emit to
+  its ack (the task is queued) and to its `result` event at the page. p50/p99/max.
+- Tasks per second: 1 worker, 2 workers, and 2 workers of concurrency 2 when the machine
+  has two cores or more. Many users keep at most two tasks in flight each (the chapter
+  allows three per user, and a finished task leaves that count just after its result goes
+  out); a page starts its next task when a result arrives, until all are started. Tasks/s:
+  all of them, over the time from the first `start` to the last `result`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import requests
+import socketio
+from tqdm import tqdm
+
+from bench import common, plots
+from lab.apps import start_app
+from lab.celery_workers import CHAPTER05, start_worker
+from lab.clients import in_parallel
+from lab.loadclient import latency_summary
+from lab.processes import LabBench, Service, ServiceFailed
+from lab.redis_server import start_redis
+
+WEB = CHAPTER05 / "app.py"
+WORKER_APP = CHAPTER05 / "make_celery.py"
+NO_OP = {"steps": 1}  # with STEP_SECONDS=0: one progress event, then the result, no sleep
+# Not in common.PACKAGES: only this chapter runs them.
+CELERY_PACKAGES = ("celery", "kombu")
+
+
+@dataclass(frozen=True)
+class Settings:
+    web_instances: int
+    latency_tasks: int  # one at a time, after the warm-up
+    warmup_tasks: int  # per latency run and per worker setup, not counted
+    burst_tasks: int  # per worker setup
+    users: int  # in the tasks-per-second scenario, each with one page
+    in_flight_per_user: int
+    worker_setups: tuple[tuple[int, int], ...]  # (workers, processes each)
+    total_seconds: float
+    latency_target_ms: float = 5.0  # the issue's target for p50, end to end
+
+
+FULL = Settings(2, 300, 20, 400, 32, 2, ((1, 1), (2, 1), (2, 2)), 170)
+QUICK = Settings(2, 30, 5, 60, 8, 2, ((1, 1), (2, 1), (2, 2)), 60)
+
+
+def run(quick: bool, tasks: int | None, burst: int | None, out: str | None) -> dict[str, Any]:
+    settings = QUICK if quick else FULL
+    settings = dataclasses.replace(
+        settings, latency_tasks=tasks or settings.latency_tasks, burst_tasks=burst or settings.burst_tasks
+    )
+    record: dict[str, Any] = {**common.new_record("05", quick, settings), "latency": {}, "throughput": {}}
+    record["machine"]["packages"].update({name: _version(name) for name in CELERY_PACKAGES})
+    record["client"] = f"python-socketio {_version('python-socketio')} Client (threads), websocket"
+    budget = common.Budget(settings.total_seconds)
+    setups, too_many = _setups(settings)
+    with (
+        LabBench(common.log_dir("05")) as bench,
+        tqdm(total=1 + len(setups), desc="bench 05", unit="scenario", file=sys.stderr) as bar,
+    ):
+        try:
+            lab = Taskboard.start(bench, settings.web_instances)
+        except ServiceFailed as exc:
+            record["latency"] = {"skipped": str(exc)[:300]}
+        else:
+            bar.set_postfix_str("latency, one worker")
+            record["latency"] = _latency_scenario(lab, settings, budget)
+            bar.update(1)
+            for label, (count, concurrency) in setups.items():
+                bar.set_postfix_str(label)
+                record["throughput"][label] = _throughput_setup(lab, count, concurrency, settings, budget)
+                bar.update(1)
+                if "broke" in record["throughput"][label]:
+                    break  # its tasks may still be queued: a later setup would count them
+    for label in too_many:
+        record["throughput"][label] = {"skipped": f"{os.cpu_count()} core(s): fewer than its processes"}
+    record["targets"] = targets(record)
+    out_dir = common.output_dir(quick, out)
+    common.write_results(record, out_dir, "05-celery", plots.celery_tasks, summary_markdown)
+    return record
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _setup_label(count: int, concurrency: int) -> str:
+    return f"{count} worker{'s' if count > 1 else ''} x {concurrency}"
+
+
+def _setups(settings: Settings) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """The worker setups to run, and those left out: concurrency above 1 only with as many cores."""
+    cores = os.cpu_count() or 1
+    runnable = {_setup_label(n, c): (n, c) for n, c in settings.worker_setups if c <= cores}
+    return runnable, [_setup_label(n, c) for n, c in settings.worker_setups if c > cores]
+
+
+# -- the processes: Redis, web instances, workers -------------------------------------------------
+
+
+@dataclass
+class Taskboard:
+    """Chapter 05 as the bench runs it: every process shares REDIS_URL and SECRET_KEY."""
+
+    bench: LabBench
+    env: dict[str, str]
+    redis: Service
+    webs: list[Service]
+    workers: list[tuple[Service, int]] = field(default_factory=list)  # with each one's concurrency
+    _started: int = 0
+
+    @classmethod
+    def start(cls, bench: LabBench, web_instances: int) -> Taskboard:
+        redis = start_redis(bench)
+        env = {"REDIS_URL": redis.url, "SECRET_KEY": "bench-05", "STEP_SECONDS": "0", **common.FLOOD_ENV}
+        # One after the other, from this thread: see lab.processes._die_with_parent.
+        webs = [start_app(bench, WEB, name=f"web-{i}", env=env) for i in range(1, web_instances + 1)]
+        return cls(bench, env, redis, webs)
+
+    def use_workers(self, count: int, concurrency: int) -> None:
+        """Run `count` workers of `concurrency` processes: add to the ones running, or start afresh."""
+        if any(c != concurrency for _, c in self.workers) or len(self.workers) > count:
+            common.stop_services([service for service, _ in self.workers])
+            self.workers = []
+        while len(self.workers) < count:
+            self._started += 1
+            name = f"worker-{self._started}"
+            worker = start_worker(self.bench, WORKER_APP, name=name, env=self.env, concurrency=concurrency)
+            self.workers.append((worker, concurrency))
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each kind of process (worker pools included), and by this bench."""
+        return {
+            "web instances": sum(_tree_cpu(s.pid) for s in self.webs),
+            "workers": sum(_tree_cpu(s.pid) for s, _ in self.workers),
+            "redis": _tree_cpu(self.redis.pid),
+            "bench client": time.process_time(),
+        }
+
+    def login(self, user: str) -> str:
+        """A token from POST /login; any instance signs it: they share the key."""
+        response = requests.post(f"{self.webs[0].url}/login", json={"name": user}, timeout=5)
+        response.raise_for_status()
+        return response.json()["token"]
+
+
+def _tree_cpu(pid: int) -> float:
+    """User and system CPU seconds of a process and its children (a worker's pool processes)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+# -- a user's page ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """One task as its page saw it, in perf_counter seconds."""
+
+    sent: float
+    instance: str
+    acked: float | None = None
+    task: str | None = None
+    progress: float | None = None  # the first `progress` event
+    result: float | None = None
+    worker: str | None = None  # which worker process ran it: "<hostname>/<pid>"
+    refused: str | None = None
+    repeats: int = 0  # results after the first: the chapter promises there are none
+
+
+class Page:
+    """One user's page: starts no-op reports and stamps their acks and results as they arrive.
+
+    python-socketio's client runs each handler and ack callback in a thread of its own,
+    so the stamps are taken first thing in each, and the rest happens under a lock.
+    `on_result(page)` runs after a result is recorded: the tasks-per-second scenario starts
+    the page's next task from it.
+    """
+
+    def __init__(self, url: str, token: str, instance: str):
+        self.instance = instance
+        self.on_result = Page.ignore
+        self._by_task: dict[str, Timing] = {}
+        self._early: dict[str, list[tuple[float, str]]] = {}  # results that beat their task's ack
+        self._early_progress: dict[str, float] = {}
+        self._changed = threading.Condition()
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("progress", self._progress)
+        self.sio.on("result", self._result)
+        self.sio.connect(url, transports=["websocket"], auth={"token": token}, wait_timeout=10)
+
+    @staticmethod
+    def ignore(page: Page) -> None:
+        """What a page does after a result when nobody is counting."""
+
+    def start(self) -> Timing:
+        timing = Timing(sent=time.perf_counter(), instance=self.instance)
+        self.sio.emit("start", NO_OP, callback=lambda reply: self._acked(timing, reply))
+        return timing
+
+    def _acked(self, timing: Timing, reply: Any) -> None:
+        acked = time.perf_counter()
+        with self._changed:
+            timing.acked = acked
+            if not (isinstance(reply, dict) and reply.get("ok")):
+                timing.refused = str(reply)[:200]
+            else:
+                timing.task = reply["task"]
+                self._by_task[timing.task] = timing
+                timing.progress = self._early_progress.pop(timing.task, None)
+                if early := self._early.pop(timing.task, None):
+                    (timing.result, timing.worker), timing.repeats = early[0], len(early) - 1
+            self._changed.notify_all()
+
+    def _progress(self, data: Any) -> None:
+        arrived = time.perf_counter()
+        with self._changed:
+            timing = self._by_task.get(data.get("task"))
+            if timing is None:
+                self._early_progress.setdefault(data.get("task"), arrived)
+            elif timing.progress is None:
+                timing.progress = arrived
+
+    def _result(self, data: Any) -> None:
+        arrived = time.perf_counter()
+        with self._changed:
+            task, worker = data.get("task"), f"{data.get('worker')}/{data.get('pid')}"
+            timing = self._by_task.get(task)
+            if timing is None:
+                self._early.setdefault(task, []).append((arrived, worker))
+            elif timing.result is not None:
+                timing.repeats += 1
+            else:
+                timing.result, timing.worker = arrived, worker
+            self._changed.notify_all()
+        self.on_result(self)
+
+    def wait(self, timing: Timing, timeout: float) -> bool:
+        """Until the task's result (or its refusal) has arrived; False at the deadline."""
+        with self._changed:
+            return self._changed.wait_for(lambda: timing.result is not None or timing.refused, timeout)
+
+    def close(self) -> None:
+        if self.sio.connected:
+            self.sio.disconnect()
+
+
+# What a page that cannot log in or connect raises: the scenario says so and goes no further.
+PAGE_ERRORS = (requests.RequestException, socketio.exceptions.ConnectionError)
+
+
+def _open_pages(lab: Taskboard, users: list[str]) -> list[Page]:
+    """One page per user, spread over the web instances in turn; none left open if one fails."""
+    pages: list[Page] = []
+    try:
+        for i, user in enumerate(users):
+            web = lab.webs[i % len(lab.webs)]
+            pages.append(Page(web.url, lab.login(user), web.name))
+    except PAGE_ERRORS:
+        _close_pages(pages)
+        raise
+    return pages
+
+
+def _close_pages(pages: list[Page]) -> None:
+    # At once: a websocket disconnect from a live python-engineio server takes seconds by itself.
+    in_parallel(Page.close, pages)
+
+
+# -- end-to-end latency of a no-op task -----------------------------------------------------------
+
+
+def _latency_scenario(lab: Taskboard, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    try:
+        lab.use_workers(1, 1)
+    except ServiceFailed as exc:
+        return {"skipped": str(exc)[:300]}
+    try:
+        pages = _open_pages(lab, [f"latency-{i}" for i in range(1, len(lab.webs) + 1)])
+    except PAGE_ERRORS as exc:
+        return {"broke": f"a page did not open: {type(exc).__name__}: {exc}"[:300]}
+    try:
+        warmup = _one_at_a_time(pages, settings.warmup_tasks, budget)
+        if "broke" in warmup:
+            return {"broke": f"in the warm-up: {warmup['broke']}"}
+        return {"workers": "1 worker x 1", **_one_at_a_time(pages, settings.latency_tasks, budget)}
+    finally:
+        _close_pages(pages)
+
+
+def _one_at_a_time(pages: list[Page], count: int, budget: common.Budget) -> dict[str, Any]:
+    """`count` tasks, the pages taking turns, each started once the one before has its result."""
+    timings = []
+    for n in range(count):
+        page = pages[n % len(pages)]
+        timings.append(page.start())
+        if not page.wait(timings[-1], timeout=min(10.0, budget.left() + 1)):
+            break
+        if timings[-1].refused:
+            break
+    return _latency_report(timings, [page.instance for page in pages])
+
+
+def _latency_report(timings: list[Timing], instances: list[str]) -> dict[str, Any]:
+    done = [t for t in timings if t.result is not None]
+    report: dict[str, Any] = {
+        **_delivery(timings),
+        "start_to_ack": latency_summary([t.acked - t.sent for t in done]),
+        "ack_to_result": latency_summary([t.result - t.acked for t in done]),
+        "start_to_progress": latency_summary([t.progress - t.sent for t in done if t.progress]),
+        "start_to_result": latency_summary([t.result - t.sent for t in done]),
+        "by_instance": {
+            name: latency_summary([t.result - t.sent for t in done if t.instance == name])
+            for name in instances
+        },
+        # Every sample, for the distribution plot: a few hundred numbers.
+        "samples_ms": {
+            "start_to_ack": sorted(round((t.acked - t.sent) * 1000, 3) for t in done),
+            "start_to_result": sorted(round((t.result - t.sent) * 1000, 3) for t in done),
+        },
+    }
+    return report
+
+
+def _delivery(timings: list[Timing]) -> dict[str, Any]:
+    """How many tasks were started, how many results came, and why some did not."""
+    results = sum(1 for t in timings if t.result is not None)
+    refused = [t.refused for t in timings if t.refused]
+    report: dict[str, Any] = {
+        "tasks": len(timings),
+        "results": results,
+        "refused": len(refused),
+        "repeated_results": sum(t.repeats for t in timings),
+    }
+    if results < len(timings):
+        why = f"refused: {refused[0]}" if refused else "no result by the deadline"
+        report["broke"] = f"{len(timings) - results} of {len(timings)} results missing ({why})"
+    return report
+
+
+# -- tasks per second by worker count -------------------------------------------------------------
+
+
+def _throughput_setup(
+    lab: Taskboard, count: int, concurrency: int, settings: Settings, budget: common.Budget
+) -> dict[str, Any]:
+    if budget.spent():
+        return {"skipped": "the time budget was spent before this setup"}
+    try:
+        lab.use_workers(count, concurrency)
+    except ServiceFailed as exc:
+        return {"skipped": str(exc)[:300]}
+    label = _setup_label(count, concurrency).replace(" ", "")
+    setup = {"workers": count, "concurrency": concurrency, "processes": count * concurrency}
+    try:
+        pages = _open_pages(lab, [f"{label}-user-{i}" for i in range(1, settings.users + 1)])
+    except PAGE_ERRORS as exc:
+        return {**setup, "broke": f"a page did not open: {type(exc).__name__}: {exc}"[:300]}
+    try:
+        # Warm-up, not counted: each worker process's first task opens its connections.
+        warmup = _burst(pages, settings.warmup_tasks * count * concurrency, settings, budget)
+        if "broke" in warmup:
+            return {**setup, "broke": f"in the warm-up: {warmup['broke']}"}
+        before = lab.cpu_seconds()
+        burst = _burst(pages, settings.burst_tasks, settings, budget)
+        # Where the cores went during the burst: what a faster setup would have to take from.
+        after = lab.cpu_seconds()
+        burst["cpu_seconds"] = {role: round(after[role] - before[role], 2) for role in after}
+        return {**setup, **burst}
+    finally:
+        _close_pages(pages)
+
+
+def _burst(pages: list[Page], total: int, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    """Start `total` no-op tasks, at most `in_flight_per_user` per page; wait for every result."""
+    quota = iter(range(total))
+    lock = threading.Lock()
+    timings: list[Timing] = []
+    results = 0
+    all_in = threading.Event()
+    if not total:
+        all_in.set()
+
+    def next_task(page: Page) -> None:
+        with lock:
+            if next(quota, None) is None:
+                return
+        timings.append(page.start())  # list.append is atomic: result threads append at once
+
+    def on_result(page: Page) -> None:
+        nonlocal results
+        with lock:
+            results += 1
+            if results == total:
+                all_in.set()
+        next_task(page)
+
+    for page in pages:
+        page.on_result = on_result
+    started = time.perf_counter()
+    for _ in range(settings.in_flight_per_user):
+        for page in pages:
+            next_task(page)
+    all_in.wait(timeout=min(60.0, budget.left() + 5))
+    for page in pages:
+        page.on_result = Page.ignore
+    return _burst_report(timings, started)
+
+
+def _burst_report(timings: list[Timing], started: float) -> dict[str, Any]:
+    done = [t for t in timings if t.result is not None]
+    report = _delivery(timings)
+    if done:
+        seconds = max(t.result for t in done) - started
+        report["seconds"] = round(seconds, 3)
+        report["tasks_per_s"] = round(len(done) / seconds, 1)
+        report["start_to_result"] = latency_summary([t.result - t.sent for t in done])
+        # Which process ran each: the work was shared out, or it was not.
+        report["by_process"] = dict(Counter(t.worker for t in done).most_common())
+    return report
+
+
+# -- verdicts and summary -------------------------------------------------------------------------
+
+
+def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
+    latency = record["latency"]
+    target_ms = record["settings"]["latency_target_ms"]
+    p50 = latency.get("start_to_result", {}).get("p50_ms")
+    found = [
+        {
+            "target": f"a no-op task: p50 from `start` to its `result` <= {target_ms:g} ms",
+            "measured": f"{p50} ms" if p50 is not None else latency.get("broke", latency.get("skipped")),
+            "pass": (p50 <= target_ms) if p50 is not None and "broke" not in latency else None,
+        }
+    ]
+    runs = [latency, *record["throughput"].values()]
+    measured = [run for run in runs if "tasks" in run]
+    started = sum(run["tasks"] for run in measured)
+    delivered = sum(run["results"] for run in measured)
+    repeated = sum(run["repeated_results"] for run in measured)
+    broke = [run["broke"] for run in runs if "broke" in run]
+    found.append(
+        {
+            "target": "every task started delivers one result to its page, and only one",
+            "measured": f"{delivered:,} of {started:,}, {repeated} repeated" if measured else None,
+            "pass": (not broke and delivered == started and repeated == 0) if measured or broke else None,
+        }
+    )
+    return found
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    lines = common.machine_line(record, "05")
+    lines += _latency_lines(record["latency"], record["settings"])
+    lines += _throughput_lines(record["throughput"], record["settings"])
+    lines.append(common.targets_table(record["targets"]))
+    return "\n".join(lines)
+
+
+def _latency_lines(latency: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    if "start_to_result" not in latency:
+        return [f"No-op task latency: not measured ({latency.get('skipped')}).\n"]
+    rows = [
+        [label, latency[key]["count"], latency[key]["p50_ms"], latency[key]["p99_ms"], latency[key]["max_ms"]]
+        for key, label in (
+            ("start_to_ack", "`start` emit to its ack (queued)"),
+            ("ack_to_result", "ack to `result` (worker, queue, delivery)"),
+            ("start_to_progress", "`start` emit to its first `progress`"),
+            ("start_to_result", "`start` emit to `result`: end to end"),
+        )
+    ]
+    header = ["no-op task, one at a time, 1 worker x 1", "tasks", "p50 (ms)", "p99 (ms)", "max (ms)"]
+    pages = {name: data["p50_ms"] for name, data in latency["by_instance"].items() if data["count"]}
+    text = (
+        f"{settings['web_instances']} web instances, 1 Celery worker (one process), Redis; "
+        f"{len(pages)} pages, one per instance, took turns starting one-step reports with STEP_SECONDS=0, "
+        f"each once the one before had its result, after {settings['warmup_tasks']} not counted. "
+        "End to end at p50, by page: "
+        + ", ".join(f"the page on {name} {p50} ms" for name, p50 in pages.items())
+        + ". Every task's figure is in 05-latency.png."
+    )
+    if latency.get("broke"):
+        text += f" **Stopped early: {latency['broke']}.**"
+    return [common.markdown_table(header, rows), text + "\n"]
+
+
+def _throughput_lines(throughput: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    rows = []
+    for label, run in throughput.items():
+        latency = run.get("start_to_result", {})
+        rows.append(
+            [
+                label,
+                f"{run['results']:,} of {run['tasks']:,}" if "tasks" in run else None,
+                run.get("seconds"),
+                run.get("tasks_per_s"),
+                f"{latency['p50_ms']:.0f} / {latency['p99_ms']:.0f}" if latency.get("count") else None,
+                " / ".join(str(n) for n in run.get("by_process", {}).values()) or None,
+                " / ".join(f"{v:.1f}" for v in run["cpu_seconds"].values()) if "cpu_seconds" in run else None,
+                run.get("broke") or run.get("skipped") or "all delivered",
+            ]
+        )
+    header = ["workers x processes", "results", "seconds", "tasks/s", "start to result p50 / p99 (ms)"]
+    header += ["tasks per process", "CPU s: webs / workers / Redis / client", "result"]
+    intro = (
+        f"Tasks per second: {settings['users']} users, one page each, spread over the web instances, "
+        f"each with at most {settings['in_flight_per_user']} tasks in flight; a page starts its next "
+        f"no-op task when a result arrives. Timed from the first `start` to the last `result`. "
+        f"CPU seconds: what each kind of process used during that time, all of them on the "
+        f"same {os.cpu_count()} cores.\n"
+    )
+    return [intro, common.markdown_table(header, rows)]
