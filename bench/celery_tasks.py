@@ -18,7 +18,6 @@ Each page is python-socketio's client, logged in through POST /login as its own 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.metadata
 import os
@@ -29,7 +28,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 import requests
 import socketio
 from tqdm import tqdm
@@ -156,9 +154,9 @@ class Taskboard:
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each kind of process (worker pools included), and by this bench."""
         return {
-            "web instances": sum(_tree_cpu(s.pid) for s in self.webs),
-            "workers": sum(_tree_cpu(s.pid) for s, _ in self.workers),
-            "redis": _tree_cpu(self.redis.pid),
+            "web instances": sum(common.tree_cpu(s.pid) for s in self.webs),
+            "workers": sum(common.tree_cpu(s.pid) for s, _ in self.workers),
+            "redis": common.tree_cpu(self.redis.pid),
             "bench client": time.process_time(),
         }
 
@@ -167,21 +165,6 @@ class Taskboard:
         response = requests.post(f"{self.webs[0].url}/login", json={"name": user}, timeout=5)
         response.raise_for_status()
         return response.json()["token"]
-
-
-def _tree_cpu(pid: int) -> float:
-    """User and system CPU seconds of a process and its children (a worker's pool processes)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
 
 
 # -- a user's page ---------------------------------------------------------------------------------

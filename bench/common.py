@@ -127,7 +127,12 @@ def tree_fds(pid: int) -> int:
     return _tree_total(pid, psutil.Process.num_fds)
 
 
-def _tree_total(pid: int, measure: Callable[[psutil.Process], int]) -> int:
+def tree_cpu(pid: int) -> float:
+    """User and system CPU seconds of a process and its children (a Celery worker's pool)."""
+    return _tree_total(pid, lambda proc: (times := proc.cpu_times()).user + times.system)
+
+
+def _tree_total(pid: int, measure: Callable[[psutil.Process], float]) -> float:
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
