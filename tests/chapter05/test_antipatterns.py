@@ -51,13 +51,17 @@ def test_a_page_that_reconnects_mid_task(start_taskboard, web, gets_result):
     first = board.connect("ann", web=0)
     task = first.call("start", {"steps": 10})["task"]
     first.wait_for_event("progress", lambda data: data["task"] == task, timeout=10)
-    first.drop()  # a wifi blip: the page comes back with a new sid
+    old_sid = first.sio.get_sid()
+    first.drop()  # a wifi blip: the page comes back with a new sid, here on the other instance
     again = board.connect("ann", web=1)
+    assert again.sio.get_sid() != old_sid
 
     wait_until(lambda: board.state("ann", task) == "SUCCESS", timeout=15, what="the task to succeed")
     board.barrier(again)
     if gets_result:
         assert len(results_for(again, task)) == 1
+        percents = [data["percent"] for data in again.received("progress") if data["task"] == task]
+        assert percents and percents[-1] == 100 and percents == sorted(percents)
     else:
         # expected: the rest of the progress and the result; actual: nothing after the reconnect
         assert results_for(again, task) == [] and again.received("progress") == []

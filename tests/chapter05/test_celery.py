@@ -82,22 +82,6 @@ def test_http_start_reaches_the_user_and_refuses_others(start_taskboard):
     assert (no_token.status_code, no_token.json()) == (401, {"reason": "log in first: no token"})
 
 
-def test_a_page_that_reconnects_mid_task_gets_the_rest(start_taskboard):
-    """A page that reconnects mid-task (a new sid, another instance) gets the rest and the result."""
-    board = start_taskboard(workers=1, beat=False)
-    first = board.connect("ann", web=0)
-    task = start(first, steps=10)
-    first.wait_for_event("progress", lambda data: data["task"] == task, timeout=10)
-    old_sid = first.sio.get_sid()
-    first.drop()
-
-    again = board.connect("ann", web=1)  # what the browser does after a blip, possibly elsewhere
-    assert again.sio.get_sid() != old_sid
-    again.wait_for_event("result", lambda data: data["task"] == task, timeout=15)
-    percents = [data["percent"] for _, data in events_of(again, task, "progress")]
-    assert percents and percents[-1] == 100 and percents == sorted(percents)
-
-
 def test_cancel_stops_the_task_and_says_so(start_taskboard):
     """Cancel stops a running task at its next step: one `failed: cancelled`, no result; owner only."""
     board = start_taskboard(workers=1, beat=False)
