@@ -1,0 +1,134 @@
+"""Citations: every claim on a page names the test or the bench figure behind it.
+
+In a page (or a chapter README), write
+
+    {test: tests/chapter03/test_redis_scaling.py::test_broadcast_reaches_every_instance}
+    {test: tests/chapter04/test_configs.py::TestNginx::test_upgrade}     (a method)
+    {test: tests/chapter05/test_antipatterns.py::test_twin[emit-to-sid]} (one parameter)
+    {bench: 05-celery.json latency.end_to_end.p50_ms .1f}
+
+A test citation renders as a small "test" mark whose tooltip is the test's docstring; the
+test must exist (its function is found in the file's syntax tree, nothing is imported).
+A bench citation renders the value itself, read from docs/bench/<file> at build time,
+formatted with the optional format spec (Python's format mini-language), and its tooltip
+names the machine and date of the run. Key paths are dot-separated; list items by index.
+A citation that names a missing file, test or key is an error: the build fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import html
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "docs" / "bench"
+
+TEST = re.compile(r"\{test:\s*([^}\s]+)\s*\}")
+BENCH = re.compile(r"\{bench:\s*([^}\s]+)\s+([^}\s]+)(?:\s+([^}\s]+))?\s*\}")
+
+
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+class CitationError(ValueError):
+    """A page cites a test or a bench key that does not exist."""
+
+
+@dataclass(frozen=True)
+class TestInfo:
+    node_id: str
+    doc: str
+
+
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def find_test(node_id: str) -> TestInfo:
+    """The test that `node_id` (pytest's own syntax) names, or CitationError."""
+    file, _, rest = node_id.partition("::")
+    path = ROOT / file
+    if not rest or not path.is_file():
+        raise CitationError(f"{node_id}: no such test file ({file})")
+    parts = re.sub(r"\[.*\]$", "", rest).split("::")
+    scope: list[ast.stmt] = _tree(path).body
+    node = None
+    for part in parts:
+        node = next((n for n in scope if isinstance(n, DEFINITIONS) and n.name == part), None)
+        if node is None:
+            raise CitationError(f"{node_id}: {file} has no {'::'.join(parts)}")
+        scope = node.body if isinstance(node, ast.ClassDef) else []
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.name.startswith("test"):
+        raise CitationError(f"{node_id}: not a test function")
+    return TestInfo(node_id, ast.get_docstring(node) or "")
+
+
+@functools.cache
+def _bench(file: str) -> dict:
+    path = BENCH_DIR / file
+    if not path.is_file():
+        raise CitationError(f"{file}: no such bench file in docs/bench/ (run `nox -s bench`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def bench_value(file: str, key: str):
+    """The value at dot-separated `key` in docs/bench/`file`, or CitationError."""
+    value = _bench(file)
+    for part in key.split("."):
+        try:
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise CitationError(f"{file}: no key {key!r} (stopped at {part!r})") from None
+    return value
+
+
+def machine_of(file: str) -> str:
+    machine = _bench(file).get("machine") or {}
+    cpu = machine.get("cpu_model", "unknown CPU")
+    cores = machine.get("cores_logical", "?")
+    date = str(machine.get("date", "undated"))[:10]
+    return f"{cpu}, {cores} cores, {date}"
+
+
+def _test_mark(match: re.Match) -> str:
+    info = find_test(match.group(1))
+    title = html.escape(info.doc.split("\n\n")[0].replace("\n", " ") or info.node_id, quote=True)
+    return f'<span class="proof" title="{title}">test <code>{html.escape(info.node_id)}</code></span>'
+
+
+def _bench_mark(match: re.Match) -> str:
+    file, key, spec = match.groups()
+    value = bench_value(file, key)
+    try:
+        text = format(value, spec or "")
+    except (ValueError, TypeError) as exc:
+        raise CitationError(f"{file} {key}: cannot format {value!r} with {spec!r}: {exc}") from None
+    title = html.escape(f"measured by nox -s bench: docs/bench/{file} {key}; {machine_of(file)}", quote=True)
+    return f'<span class="figure" title="{title}">{html.escape(text)}</span>'
+
+
+def render(markdown: str) -> str:
+    """Replace every citation in `markdown`; raises CitationError on the first bad one."""
+    return BENCH.sub(_bench_mark, TEST.sub(_test_mark, markdown))
+
+
+def check(text: str) -> list[str]:
+    """Every bad citation in `text`, as messages (empty when all resolve)."""
+    errors = []
+    for match in TEST.finditer(text):
+        try:
+            find_test(match.group(1))
+        except CitationError as exc:
+            errors.append(str(exc))
+    for match in BENCH.finditer(text):
+        try:
+            _bench_mark(match)
+        except CitationError as exc:
+            errors.append(str(exc))
+    return errors
