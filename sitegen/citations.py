@@ -6,12 +6,17 @@ In a page (or a chapter README), write
     {test: tests/chapter04/test_configs.py::TestNginx::test_upgrade}     (a method)
     {test: tests/chapter05/test_antipatterns.py::test_twin[emit-to-sid]} (one parameter)
     {bench: 05-celery.json latency.end_to_end.p50_ms .1f}
+    {tests: tests/chapter03}
+
 
 A test citation renders as a small "test" mark whose tooltip is the test's docstring; the
 test must exist (its function is found in the file's syntax tree, nothing is imported).
 A bench citation renders the value itself, read from docs/bench/<file> at build time,
 formatted with the optional format spec (Python's format mini-language), and its tooltip
 names the machine and date of the run. Key paths are dot-separated; list items by index.
+`{tests: DIR}` renders the list of every test in DIR's test files, each by the first line of
+its docstring: what `nox -s chapterNN` prints as "what this run proved", so the page and the
+run say the same thing and neither is typed twice.
 A citation that names a missing file, test or key is an error: the build fails.
 """
 
@@ -29,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "docs" / "bench"
 
 TEST = re.compile(r"\{test:\s*([^}\s]+)\s*\}")
+TESTS = re.compile(r"^\{tests:\s*([^}\s]+)\s*\}[ \t]*$", re.MULTILINE)
 BENCH = re.compile(r"\{bench:\s*([^}\s]+)\s+([^}\s]+)(?:\s+([^}\s]+))?\s*\}")
 
 
@@ -113,9 +119,40 @@ def _bench_mark(match: re.Match) -> str:
     return f'<span class="figure" title="{title}">{html.escape(text)}</span>'
 
 
+def tests_in(folder: str) -> list[TestInfo]:
+    """Every test function in `folder`'s test_*.py files, in file and source order."""
+    path = ROOT / folder
+    files = sorted(path.glob("test_*.py")) if path.is_dir() else []
+    if not files:
+        raise CitationError(f"{folder}: no test files there")
+    found = []
+    for file in files:
+        rel = file.relative_to(ROOT).as_posix()
+        for node in _tree(file).body:
+            if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+                found += [
+                    TestInfo(f"{rel}::{node.name}::{n.name}", ast.get_docstring(n) or "")
+                    for n in node.body
+                    if isinstance(n, DEFINITIONS) and n.name.startswith("test")
+                ]
+            elif isinstance(node, DEFINITIONS) and node.name.startswith("test"):
+                found.append(TestInfo(f"{rel}::{node.name}", ast.get_docstring(node) or ""))
+    return found
+
+
+def _tests_list(match: re.Match) -> str:
+    lines = []
+    for info in tests_in(match.group(1)):
+        proves = info.doc.split("\n\n")[0].replace("\n", " ").strip()
+        if not proves:
+            raise CitationError(f"{info.node_id}: no docstring to say what it proves")
+        lines.append(f'- {proves} <span class="proof">test <code>{html.escape(info.node_id)}</code></span>')
+    return "\n".join(lines)
+
+
 def render(markdown: str) -> str:
     """Replace every citation in `markdown`; raises CitationError on the first bad one."""
-    return BENCH.sub(_bench_mark, TEST.sub(_test_mark, markdown))
+    return BENCH.sub(_bench_mark, TEST.sub(_test_mark, TESTS.sub(_tests_list, markdown)))
 
 
 def check(text: str) -> list[str]:
@@ -124,6 +161,11 @@ def check(text: str) -> list[str]:
     for match in TEST.finditer(text):
         try:
             find_test(match.group(1))
+        except CitationError as exc:
+            errors.append(str(exc))
+    for match in TESTS.finditer(text):
+        try:
+            _tests_list(match)
         except CitationError as exc:
             errors.append(str(exc))
     for match in BENCH.finditer(text):
