@@ -1,95 +1,104 @@
-"""Antipattern 01: room messages sent with broadcast=True, and payloads used unchecked.
+"""Antipattern 01: room messages sent with broadcast=True.
 
 What it does
-    The chapter 01 chat, with two mistakes people really make. It emits
-    room messages with `broadcast=True` instead of `to=room`, and it indexes
-    each payload (`data["room"]`) without checking it.
+    Runs chapters/01_basic_chat/app.py, imported, not copied, with its
+    `join`, `leave` and `message` handlers replaced by the same handlers
+    that emit with `broadcast=True` instead of `to=chat_room(room)`:
+    the mistake people make when their first room "does nothing".
 
 Why is this bad?
     `broadcast=True` sends to every connected client, whatever room they
-    joined: every room's messages leak into every other room. And a
-    malformed payload raises inside the handler; the sender gets no answer
-    and no error, only a traceback lands in the server's log.
+    joined: every room's messages, joins and leaves leak into every other
+    room. The sender sees nothing wrong (it gets its own message, as it
+    should), and nothing is logged.
 
 Use instead
-    chapters/01_basic_chat/app.py: `emit(..., to=room)`, and `require()`
-    with an `error` event for bad input.
+    chapters/01_basic_chat/app.py: `emit(..., to=chat_room(room))`, so only
+    the room's members receive it.
 
 How to run it
     python antipatterns/01_broadcast_to_everyone.py   (same settings as the chapter)
+
+Differs from chapters/01_basic_chat/app.py
+    on_join, on_leave, on_message: `broadcast=True` instead of `to=chat_room(room)`
 """
 
-import os
+import sys
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, send_from_directory, session
-from flask_socketio import SocketIO, emit, join_room, leave_room
-
-ASYNC_MODE = "threading"
-HOST = os.environ.get("HOST", "127.0.0.1")
-PORT = int(os.environ.get("PORT", "5000"))
-INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
-ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o] or None
-CHAPTER_DIR = Path(__file__).resolve().parents[1] / "chapters" / "01_basic_chat"
-JS_CLIENT_DIR = Path(
-    os.environ.get("JS_CLIENT_DIR")
-    or Path(__file__).resolve().parents[1] / "node_modules" / "socket.io-client" / "dist"
+# The chapter's app, loaded by path ("01_basic_chat" is not an importable package name).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "01_basic_chat"))
+from app import (
+    HOST,
+    INSTANCE_NAME,
+    MAX_NAME,
+    MAX_ROOM,
+    MAX_ROOMS,
+    MAX_TEXT,
+    PORT,
+    BadPayload,
+    app,
+    chat_room,
+    chat_rooms,
+    rate_limited,
+    refuse,
+    require,
+    socketio,
 )
-
-# The same page as the chapter, so the two can be compared side by side in two browsers.
-app = Flask(__name__, template_folder=CHAPTER_DIR / "templates")
-app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", os.urandom(16).hex())
-socketio = SocketIO(app, async_mode=ASYNC_MODE, cors_allowed_origins=ALLOWED_ORIGINS)
-
-
-@app.get("/")
-def index():
-    return render_template("index.html", instance=f"{INSTANCE_NAME} (antipattern 01)")
-
-
-@app.get("/vendor/socket.io.min.js")
-def socketio_client_js():
-    return send_from_directory(JS_CLIENT_DIR, "socket.io.min.js")
-
-
-@app.get("/healthz")
-def healthz():
-    return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
+from flask import session
+from flask_socketio import emit, join_room, leave_room, rooms
 
 
 # --8<-- [start:handlers]
 @socketio.on("join")
-def on_join(data):
-    # expected: a bad payload gets an `error` event; actual: KeyError/TypeError, and silence
-    room, name = data["room"], data["name"]
+@rate_limited
+def on_join(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, name=MAX_NAME)
+    except BadPayload as bad:
+        return refuse("join", str(bad))
+    room, name = fields["room"], fields["name"]
+    if chat_room(room) not in rooms() and len(chat_rooms()) >= MAX_ROOMS:
+        return refuse("join", f"you are in {MAX_ROOMS} rooms already: leave one first")
     session["name"] = name
-    join_room(room)
+    join_room(chat_room(room))
+    # expected: the room's members hear of it; actual: every connected client does
     emit("system", {"room": room, "text": f"{name} joined {room}"}, broadcast=True)
     return {"ok": True, "room": room, "instance": INSTANCE_NAME}
 
 
 @socketio.on("leave")
-def on_leave(data):
-    room = data["room"]
+@rate_limited
+def on_leave(data=None):
+    try:
+        room = require(data, room=MAX_ROOM)["room"]
+    except BadPayload as bad:
+        return refuse("leave", str(bad))
+    if chat_room(room) not in rooms():
+        return refuse("leave", f"you are not in room '{room}'")
+    # expected: the room's members hear of it; actual: every connected client does
     emit("system", {"room": room, "text": f"{session['name']} left {room}"}, broadcast=True)
-    leave_room(room)
+    leave_room(chat_room(room))
     return {"ok": True, "room": room}
 
 
 # --8<-- [start:message]
 @socketio.on("message")
-def on_message(data):
-    # expected: the handler refuses a malformed payload with a reason;
-    # actual: data["room"] raises, the client hears nothing, the log gets a traceback
-    room = data["room"]
+@rate_limited
+def on_message(data=None):
+    try:
+        fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
+    except BadPayload as bad:
+        return refuse("message", str(bad))
+    room = fields["room"]
+    if chat_room(room) not in rooms():
+        return refuse("message", f"join room '{room}' before writing to it")
     # expected: only the members of `room` receive it; actual: every connected client does
-    emit("message", {"room": room, "name": session["name"], "text": data["text"]}, broadcast=True)
+    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, broadcast=True)
     return {"ok": True}
 
 
 # --8<-- [end:message]
-
-
 # --8<-- [end:handlers]
 
 

@@ -26,6 +26,11 @@ Use instead
 
 How to run it
     python antipatterns/01_unguarded_handler.py   (same settings as the chapter)
+
+Differs from chapters/01_basic_chat/app.py
+    on_handler_error: unregistered, so a handler's exception escapes
+    on_engineio_message: python-engineio's own message handler put back in its place
+    guard_the_edge: the app served without it
 """
 
 import sys

@@ -17,6 +17,9 @@ Use instead
 
 How to run it
     python antipatterns/02_cpu_bound_handler.py   (same settings as the chapter)
+
+Differs from chapters/02_async_modes/app.py
+    on_cpu_work: runs burn_cpu in the handler instead of in the process pool
 """
 
 # Patched first, as it should be: this antipattern is about the handler, not the patching.

@@ -27,6 +27,9 @@ Use instead
 How to run it
     python antipatterns/02_late_monkey_patch.py   (same settings as the chapter)
     It prints the warning, then hangs without ever listening: Ctrl-C to stop it.
+
+Differs from chapters/02_async_modes/run_gevent.py
+    from gevent import monkey, monkey.patch_all(): after `from app import ...` instead of before it
 """
 
 # --8<-- [start:patch]

@@ -1,9 +1,9 @@
 """Antipattern 03: several instances with no message queue between them.
 
 What it does
-    The chapter 03 chat (same events, same validation) started as several
-    instances, but created with `SocketIO(app, async_mode=...)` and no
-    `message_queue`. Each instance works perfectly on its own.
+    The chapter 03 chat, a copy of chapters/03_redis_scaling/app.py, started
+    as several instances, but created with `SocketIO(app, async_mode=...)`
+    and no `message_queue`. Each instance works perfectly on its own.
 
 Why is this bad?
     An emit reaches only the clients of the process that made it. A
@@ -21,23 +21,38 @@ Use instead
 How to run it
     PORT=5101 INSTANCE_NAME=chat-1 python antipatterns/03_no_message_queue.py
     PORT=5102 INSTANCE_NAME=chat-2 python antipatterns/03_no_message_queue.py
-    (no Redis needed: that is the bug). The online count is left out here;
-    antipatterns/03_counter_in_process_memory.py gets it wrong on purpose.
+    with Redis on 6379 (the online count still lives there: only the queue is
+    missing, and the count is right while every cross-instance emit is lost).
+
+Differs from chapters/03_redis_scaling/app.py
+    socketio: created with no message_queue and no channel
+    JS_CLIENT_DIR, app: this file is in antipatterns/; the page and JS client are the chapter's (plumbing)
 """
 
+# --8<-- [start:patch]
+# First, before any other import: gevent replaces the blocking parts of the standard
+# library (socket, ssl, time, threading) with cooperative ones. Without it, python-socketio
+# refuses the Redis queue (socketio.RedisManager.initialize checks it): the first client
+# fails with
+#     RuntimeError: Redis requires a monkey patched socket library to work with gevent
+# and every client after it times out. eventlet without eventlet.monkey_patch() does the
+# same. Chapter 02 explains why the patch comes before every other import.
 from gevent import monkey
 
 monkey.patch_all()
+# --8<-- [end:patch]
 
 import errno  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
 import functools  # noqa: E402
 import hmac  # noqa: E402
 import io  # noqa: E402
 import os  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import parse_qs  # noqa: E402
 
+import redis  # noqa: E402
 from engineio.packet import CLOSE, MESSAGE, PONG  # noqa: E402
 from engineio.payload import Payload  # noqa: E402
 from flask import Flask, jsonify, render_template, request, send_from_directory, session  # noqa: E402
@@ -45,6 +60,8 @@ from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room, le
 from socketio.packet import BINARY_EVENT, EVENT  # noqa: E402
 from werkzeug.sansio.utils import host_is_trusted  # noqa: E402
 
+# --8<-- [start:config]
+# gevent: one process serves thousands of connections on greenlets (chapter 02).
 ASYNC_MODE = "gevent"
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "5000"))
@@ -56,13 +73,29 @@ ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") i
 TRUSTED_HOSTS = [h for h in os.environ.get("TRUSTED_HOSTS", "").split(",") if h] or ["127.0.0.1", "localhost"]
 # PRODUCTION=1: secrets must come from the environment, never a throwaway default.
 PRODUCTION = os.environ.get("PRODUCTION") == "1"
-# Set: POST /notify needs "Authorization: Bearer <NOTIFY_TOKEN>", as on the chapter.
+# The message queue every instance of this cluster shares.
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The pub/sub channel of this cluster. Two clusters on one Redis stay apart only if their
+# channels differ; the online count's keys are named after it too.
+CHANNEL = os.environ.get("SOCKETIO_CHANNEL", "flask-socketio")
+# Unset: anyone who can reach the port may POST /notify (fine on loopback, in the lab).
+# Set: POST /notify needs "Authorization: Bearer <NOTIFY_TOKEN>".
 NOTIFY_TOKEN = os.environ.get("NOTIFY_TOKEN", "")
-CHAPTER_DIR = Path(__file__).resolve().parents[1] / "chapters" / "03_redis_scaling"
+# Each instance reads the count from Redis this often and, when it moved, tells its own
+# clients. A burst of connects costs each client one message per interval, not one per
+# connect (n connects x n clients), nor one per instance (instances x n).
+ONLINE_PUSH_SECONDS = 1.0
+# How often this instance rewrites its users into Redis. A crashed instance's users
+# still count for up to ONLINE_TTL seconds (three missed rewrites), then drop out.
+HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))
+ONLINE_TTL = max(1, round(3 * (HEARTBEAT_SECONDS + ONLINE_PUSH_SECONDS)))
+# The Socket.IO browser client, installed from npm (`npm ci` at the repository root)
+# and served by this app, so the page works with no internet.
 JS_CLIENT_DIR = Path(
     os.environ.get("JS_CLIENT_DIR")
     or Path(__file__).resolve().parents[1] / "node_modules" / "socket.io-client" / "dist"
 )
+
 MAX_NAME = 32
 MAX_ROOM = 32
 MAX_TEXT = 500
@@ -73,8 +106,10 @@ MAX_ROOMS = 10  # rooms one connection may be in at once
 MAX_EVENT_BYTES = 16 * 1024
 # A person types a few events a second; a script can send thousands. Bursts of twice this pass.
 EVENTS_PER_SECOND = int(os.environ.get("EVENTS_PER_SECOND", "20"))
+# --8<-- [end:config]
 
 
+# --8<-- [start:socketio]
 def secret(name):
     """A secret from the environment, or a throwaway one for a demo; never in production."""
     if os.environ.get(name):
@@ -94,23 +129,29 @@ def accepted_origin(origin, environ):
     return origin == f"{scheme}://{environ.get('HTTP_HOST')}" or origin in ALLOWED_ORIGINS
 
 
-# The same page as the chapter, so the two can be compared side by side.
-app = Flask(__name__, template_folder=CHAPTER_DIR / "templates")
+# The chapter's page, so the two can be compared side by side.
+app = Flask(
+    __name__,
+    template_folder=Path(__file__).resolve().parents[1] / "chapters" / "03_redis_scaling" / "templates",
+)
 app.config["SECRET_KEY"] = secret("SECRET_KEY")
 if PRODUCTION and not NOTIFY_TOKEN:
     raise SystemExit("NOTIFY_TOKEN must be set when PRODUCTION=1: anyone could POST /notify")
-# --8<-- [start:socketio]
-# expected: every instance shares its emits through Redis;
+# expected: every emit is published on Redis, and every instance delivers it to its own clients;
 # actual: no message_queue, so each instance is an island and its emits stay at home
 socketio = SocketIO(
-    app, async_mode=ASYNC_MODE, cors_allowed_origins=accepted_origin, max_http_buffer_size=MAX_EVENT_BYTES
+    app,
+    async_mode=ASYNC_MODE,
+    cors_allowed_origins=accepted_origin,
+    max_http_buffer_size=MAX_EVENT_BYTES,
 )
 # --8<-- [end:socketio]
 
 
+# --8<-- [start:routes]
 @app.get("/")
 def index():
-    return render_template("index.html", instance=f"{INSTANCE_NAME} (antipattern 03, no queue)")
+    return render_template("index.html", instance=INSTANCE_NAME)
 
 
 @app.get("/vendor/socket.io.min.js")
@@ -120,15 +161,35 @@ def socketio_client_js():
 
 @app.get("/healthz")
 def healthz():
-    return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
+    try:
+        _, online = count_online()
+    except redis.RedisError:
+        # This instance still serves its own clients; the shared count is unknown.
+        return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE, redis="down")
+    return jsonify(
+        status="ok",
+        instance=INSTANCE_NAME,
+        async_mode=ASYNC_MODE,
+        redis="up",
+        channel=CHANNEL,
+        online=sum(online.values()),
+        online_by_instance=online,
+    )
 
 
+# --8<-- [end:routes]
+
+
+# --8<-- [start:validate]
 class BadPayload(ValueError):
     """The reason a payload was refused; it is sent back to the sender as is."""
 
 
 def require(data, **limits):
-    """Return the payload's fields, stripped, or raise BadPayload with the reason."""
+    """Return the payload's fields, stripped, or raise BadPayload with the reason.
+
+    `limits` maps each required key to its maximum length: require(data, room=32).
+    """
     if not isinstance(data, dict):
         raise BadPayload("payload must be an object")
     fields = {}
@@ -148,8 +209,12 @@ def require(data, **limits):
 
 
 def refuse(event, reason):
+    """Tell the sender, and only the sender, why its event was refused."""
     emit("error", {"event": event, "reason": reason})
     return {"ok": False, "reason": reason}
+
+
+# --8<-- [end:validate]
 
 
 # --8<-- [start:errors]
@@ -335,16 +400,120 @@ def guard_the_edge(wsgi_app):
 
 
 app.wsgi_app = guard_the_edge(app.wsgi_app)
-
-
 # --8<-- [end:edge]
+
+
+# --8<-- [start:online]
+# Users online across all instances. Each instance owns one Redis set of the session ids
+# connected to it, "<channel>:online:<instance>", and is the only one to write it; the
+# total is the sum of the sets. A set lives ONLINE_TTL seconds unless its instance
+# rewrites it (every HEARTBEAT_SECONDS), so a crashed instance's users drop out of the
+# count on their own; and after Redis loses its data (a restart), the next rewrite puts
+# every live user back.
+store = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+ONLINE_PREFIX = f"{CHANNEL}:online"
+INSTANCES_KEY = f"{ONLINE_PREFIX}:instances"  # the names of every instance that ever counted
+MY_KEY = f"{ONLINE_PREFIX}:{INSTANCE_NAME}"
+# The truth about this instance's own clients; Redis holds everyone's copy of it.
+local_sids: set[str] = set()
+# One writer at a time (a greenlet lock, thanks to the patch): writes reach Redis in the
+# order they were decided, so an older snapshot never overwrites a newer one.
+write_lock = threading.Lock()
+# Set on every connect and disconnect here: the count loop below then pushes even if the
+# total did not move (a newcomer needs it).
+users_changed = threading.Event()
+
+
+def save_my_users(sid=None, online=True):
+    """Record one connect or disconnect in Redis; with no sid, rewrite the whole set."""
+    with write_lock:
+        pipe = store.pipeline()  # MULTI ... EXEC: applied at once, in this order
+        if sid is None:
+            pipe.delete(MY_KEY)
+            if local_sids:
+                pipe.sadd(MY_KEY, *local_sids)
+        elif online:
+            pipe.sadd(MY_KEY, sid)
+        else:
+            pipe.srem(MY_KEY, sid)
+        pipe.expire(MY_KEY, ONLINE_TTL)
+        pipe.sadd(INSTANCES_KEY, INSTANCE_NAME)
+        pipe.execute()
+
+
+def count_online():
+    """Return (version, users online per instance), read from Redis in one snapshot.
+
+    The version is Redis's clock, read in the same transaction: of two counts, the one with
+    the later version saw every write the other saw, so the page keeps the latest version.
+    """
+    names = sorted(store.smembers(INSTANCES_KEY))
+    pipe = store.pipeline()
+    pipe.time()
+    for name in names:
+        pipe.scard(f"{ONLINE_PREFIX}:{name}")
+    (seconds, microseconds), *counts = pipe.execute()
+    version = seconds * 1_000_000 + microseconds
+    return version, {name: count for name, count in zip(names, counts, strict=True) if count}
+
+
+def track_connection(online):
+    """Connect and disconnect: update this instance's set, and wake the count loop."""
+    (local_sids.add if online else local_sids.discard)(request.sid)
+    try:
+        save_my_users(request.sid, online)
+    except redis.RedisError as error:
+        # The client is served all the same; the next rewrite fixes the count once Redis is back.
+        app.logger.warning("online count: Redis unreachable (%s)", error)
+    users_changed.set()
+
+
+def online_count_loop():
+    """Every second, read the count from Redis and tell our own clients if it moved.
+
+    Every instance does the same for its own clients, so each client hears of a change
+    within about a second, wherever it happened (another instance's connects, a crashed
+    instance's set expiring, Redis restarting empty), and no count crosses the queue:
+    pushed through it, each change would reach every client once per instance.
+    Our set is rewritten every HEARTBEAT_SECONDS.
+    """
+    last_total, last_rewrite, redis_down = None, float("-inf"), False
+    while True:
+        changed = users_changed.is_set()
+        users_changed.clear()
+        try:
+            if time.monotonic() - last_rewrite >= HEARTBEAT_SECONDS:
+                save_my_users()
+                last_rewrite = time.monotonic()
+            version, per_instance = count_online()
+            total = sum(per_instance.values())
+            if changed or total != last_total:
+                payload = {"count": total, "instances": per_instance, "version": version}
+                socketio.emit("online", payload, ignore_queue=True)
+            last_total = total
+            if redis_down:
+                app.logger.warning("online count: Redis is back; users rewritten")
+                redis_down = False
+        except redis.RedisError as error:
+            if not redis_down:  # one line per outage, not one per turn of the loop
+                app.logger.warning("online count: Redis unreachable (%s); retrying", error)
+                redis_down = True
+            last_total, last_rewrite = None, float("-inf")
+        socketio.sleep(ONLINE_PUSH_SECONDS)
+
+
 @socketio.on("connect")
 def on_connect(auth=None):
     if sent_by_the_client():
         return refuse("connect", "a client cannot send 'connect'; it is connected already")
-    rejoin(auth)
+    rejoin(auth)  # refuses the connection if its `auth` is bad: then it is never counted
+    track_connection(online=True)
 
 
+# --8<-- [end:online]
+
+
+# --8<-- [start:handlers]
 def rejoin(auth):
     """A page that reconnects names itself and its rooms in `auth`; it is back in them at once.
 
@@ -379,6 +548,8 @@ def on_join(data=None):
     if chat_room(room) not in rooms() and len(chat_rooms()) >= MAX_ROOMS:
         return refuse("join", f"you are in {MAX_ROOMS} rooms already: leave one first")
     session["name"] = name
+    # Rooms are kept by the instance that holds the connection; the queue carries each
+    # room emit to every instance, and each delivers it to its own members of the room.
     join_room(chat_room(room))
     emit("system", {"room": room, "text": f"{name} joined {room}"}, to=chat_room(room))
     return {"ok": True, "room": room, "instance": INSTANCE_NAME}
@@ -415,26 +586,7 @@ def on_message(data=None):
     return {"ok": True}
 
 
-@socketio.on("broadcast")
-@rate_limited
-def on_broadcast(data=None):
-    try:
-        text = require(data, text=MAX_TEXT)["text"]
-    except BadPayload as bad:
-        return refuse("broadcast", str(bad))
-    # expected: every client of every instance; actual: only the clients of this instance,
-    # and the sender's ack still says ok
-    socketio.emit("broadcast", {"text": text})
-    return {"ok": True}
-
-
 # --8<-- [end:emits]
-
-
-# Not rate limited: the cheapest event there is, and what the tests and the bench time.
-@socketio.on("ping")
-def on_ping(data=None):
-    return {"ok": True}
 
 
 @socketio.on("disconnect")
@@ -446,8 +598,36 @@ def on_disconnect(reason=None):
         name = room.removeprefix(ROOM_PREFIX)
         text = f"{session.get('name', 'someone')} left {name}"
         emit("system", {"room": name, "text": text}, to=room, include_self=False)
+    track_connection(online=False)
 
 
+# --8<-- [end:handlers]
+
+
+# --8<-- [start:broadcast]
+@socketio.on("broadcast")
+@rate_limited
+def on_broadcast(data=None):
+    try:
+        text = require(data, text=MAX_TEXT)["text"]
+    except BadPayload as bad:
+        return refuse("broadcast", str(bad))
+    # No `to`: every client of every instance. The ack means "published", not "delivered":
+    # if Redis is down, python-socketio logs the failure and the other instances never hear of it.
+    socketio.emit("broadcast", {"text": text})
+    return {"ok": True}
+
+
+# Not rate limited: the cheapest event there is, and what the tests and the bench time.
+@socketio.on("ping")
+def on_ping(data=None):
+    return {"ok": True}
+
+
+# --8<-- [end:broadcast]
+
+
+# --8<-- [start:notify]
 def authorized():
     """True when no NOTIFY_TOKEN is set, or the request carries it as a bearer token.
 
@@ -462,16 +642,26 @@ def authorized():
 
 @app.post("/notify")
 def notify():
+    """Send a `notice` to every client of every instance: POST {"text": "..."} as JSON."""
     if not authorized():
         return jsonify(ok=False, reason="missing or wrong bearer token"), 401
     try:
+        # silent=True: a body that is not JSON (or not sent as application/json) is None,
+        # which require() refuses with a reason, instead of Flask's generic HTML error page.
         text = require(request.get_json(silent=True), text=MAX_TEXT)["text"]
     except BadPayload as bad:
         return jsonify(ok=False, reason=f'body must be JSON like {{"text": "..."}}: {bad}'), 400
-    # expected: a notice for everyone; actual: for the clients of whichever instance got the POST
     socketio.emit("notice", {"text": text, "source": f"POST /notify on {INSTANCE_NAME}"})
     return jsonify(ok=True)
 
 
+# --8<-- [end:notify]
+
+
+# --8<-- [start:run]
 if __name__ == "__main__":
+    # Its first rewrite also forgets what a previous run of this instance left in Redis.
+    socketio.start_background_task(online_count_loop)
+    # log_output=False: no access-log line per long-polling request; errors still show.
     socketio.run(app, host=HOST, port=PORT, log_output=False)
+# --8<-- [end:run]

@@ -24,6 +24,11 @@ How to run it
     With Redis on 6379, from the chapter's folder:
         cd chapters/04_nginx_lb && gunicorn -c ../../antipatterns/04_gunicorn_many_workers.conf.py app:app
     /healthz names the worker that answered ("chat-1/worker-3"): ask a few times.
+
+Differs from chapters/02_async_modes/gunicorn.conf.py
+    workers: 4 instead of 1
+    post_fork, post_worker_init: name each worker; start the count loop that app.py's
+        __main__ starts, which gunicorn never runs (plumbing)
 """
 
 import os
@@ -36,6 +41,7 @@ worker_class = "gevent"
 # and a long-poll that lands on another worker gets 400 "Invalid session <sid>"
 workers = 4
 # --8<-- [end:workers]
+worker_connections = int(os.environ.get("MAX_CLIENTS", "10000"))
 # No control socket (gunicorn 27's runtime-management socket, one fixed path per user).
 control_socket_disable = True
 

@@ -22,6 +22,10 @@ Use instead
 
 How to run it
     python antipatterns/05_duplicate_background_tasks.py   (two of them, PORT=5000 and 5001)
+
+Differs from chapters/05_celery/app.py
+    dashboard_loop, TaskEventsWithProducer: a producer started in each web instance, added
+    producer, producer_lock: once per process, as Flask-SocketIO's example does it, added
 """
 
 from gevent import monkey

@@ -19,6 +19,9 @@ Use instead
 
 How to run it
     python antipatterns/05_emit_to_sid.py   (same settings as the chapter's app.py)
+
+Differs from chapters/05_celery/taskboard/events.py
+    reply_to: the connection's sid instead of the user's room
 """
 
 from gevent import monkey

@@ -19,6 +19,9 @@ Use instead
 
 How to run it (from antipatterns/, with the chapter's web instance and Redis running)
     celery -A 05_worker_without_queue worker --loglevel INFO
+
+Differs from chapters/05_celery/taskboard/tasks.py
+    emitter: SocketIO(app) of the worker's own, with no message_queue
 """
 
 import functools

@@ -77,7 +77,7 @@ CHAPTERS: dict[str, Chapter] = {
         "03",
         "Redis scaling",
         correct=Topology("chapters/03_redis_scaling/app.py", instances=2, needs_redis=True),
-        antipatterns=twin("antipatterns/03_no_message_queue.py", instances=2),
+        antipatterns=twin("antipatterns/03_no_message_queue.py", instances=2, needs_redis=True),
         demo=(
             "Open chapter-1 and chapter-2 side by side, then antipattern-1 and antipattern-2.\n"
             "Broadcast from one window: on the chapter both instances get it; on the antipattern\n"

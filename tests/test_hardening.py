@@ -29,16 +29,24 @@ APPS = {
     "02-gevent": ("chapters/02_async_modes/run_gevent.py", False),
     "02-eventlet": ("chapters/02_async_modes/run_eventlet.py", False),
     "03": ("chapters/03_redis_scaling/app.py", True),
-    "03-no-queue": ("antipatterns/03_no_message_queue.py", False),
+    "03-no-queue": ("antipatterns/03_no_message_queue.py", True),
     "03-counter-in-memory": ("antipatterns/03_counter_in_process_memory.py", True),
     "04": ("chapters/04_nginx_lb/app.py", True),
 }
 every_app = pytest.mark.parametrize("script", [pytest.param(s, id=i) for i, (s, _) in APPS.items()])
 NEEDS_REDIS = {script for script, redis in APPS.values() if redis}
 # Apps whose /healthz counts the users online in Redis (the in-memory twin counts per process).
-COUNTS_IN_REDIS = {"chapters/03_redis_scaling/app.py", "chapters/04_nginx_lb/app.py"}
+COUNTS_IN_REDIS = {
+    "chapters/03_redis_scaling/app.py",
+    "antipatterns/03_no_message_queue.py",
+    "chapters/04_nginx_lb/app.py",
+}
 # Apps with POST /notify, whose NOTIFY_TOKEN production requires too.
-HAS_NOTIFY = {"chapters/03_redis_scaling/app.py", "antipatterns/03_no_message_queue.py"}
+HAS_NOTIFY = {
+    "chapters/03_redis_scaling/app.py",
+    "antipatterns/03_no_message_queue.py",
+    "antipatterns/03_counter_in_process_memory.py",
+}
 MAX_EVENT_BYTES = 16 * 1024
 
 

@@ -48,6 +48,7 @@ def run_notify(bench, redis_url: str, text: str, channel: str = "flask-socketio"
     return bench.run("notify", [sys.executable, str(NOTIFY), text], env=env)
 
 
+# --8<-- [start:key]
 @with_and_without_queue
 def test_every_broadcast_reaches_every_client_once(start_cluster, script, shared):
     """A broadcast reaches 30 clients on 3 instances once each; with no queue, exactly the others miss it."""
@@ -81,6 +82,7 @@ def test_every_broadcast_reaches_every_client_once(start_cluster, script, shared
         m.label for m in cluster.members if not texts(m.client, "broadcast", f"hello from {first.label}")
     }
     assert missed == (set() if shared else {m.label for m in cluster.members if m.instance != first.instance})
+    # --8<-- [end:key]
 
 
 @with_and_without_queue
@@ -204,7 +206,7 @@ def test_post_notify_needs_the_bearer_token_on_the_chapter_and_its_twin(bench, s
     ("script", "shared"), [(CHAPTER, True), (COUNTER_IN_MEMORY, False)], ids=["chapter", "counter-in-memory"]
 )
 def test_online_count_is_right_on_every_instance(start_cluster, script, shared):
-    """Every instance and client sees 30 online, then 24 after 6 leave; a global says 10 each, then 7/8/9."""
+    """Every instance and client sees 30 online, then 24 after 6 leave; memory says 10 each, then 7/8/9."""
     cluster = start_cluster(script)
     names = [service.name for service in cluster.instances]
 
@@ -225,7 +227,10 @@ def test_online_count_is_right_on_every_instance(start_cluster, script, shared):
                 # The page keeps the count Redis stamped last (`version`); that one must be the total.
                 member.client.wait_for(f"online == {total}", lambda c: latest_online(c)["count"] == total)
             else:
-                # No instance ever knows the total: no client is ever told it.
+                # Each page is told its own instance's share, and no client is ever told the total.
+                share = len(cluster.on(member.instance))
+                told_share = lambda c, share=share: latest_online(c)["count"] == share  # noqa: E731
+                member.client.wait_for(f"online == {share}", told_share)
                 assert max(d["count"] for d in member.client.received("online")) < total
 
     check_counts()  # 30 everywhere; the antipattern: 10 / 10 / 10
