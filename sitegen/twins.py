@@ -316,8 +316,7 @@ def render(twin: Twin) -> str:
     else:
         ours, theirs = _python_source(twin.chapter, set(shown)), _python_source(twin.path, set(shown))
     moved = any(ours.get(n) and ours.get(n) == theirs.get(n) for n in shown)
-    statements = {key for key, _, node in _statements(twin.chapter) if not _defines(node)}
-    if not twin.is_conf and (moved or statements & set(shown)):
+    if not twin.is_conf and (moved or _left_out_statements(twin) & set(shown)):
         # Statements moved or left out (a monkey patch): the whole files, then.
         return _diff_block(", ".join(shown), _code(twin.chapter), _code(twin.path), chapter_rel, twin.rel)
     blocks = []
@@ -329,6 +328,10 @@ def render(twin: Twin) -> str:
         # What it undoes is the chapter's, unchanged: show the lines of the twin that undo it.
         blocks += [f'```python title="{twin.rel}"\n{text}\n```' for text in _sections(twin.path)]
     return "\n\n".join(blocks)
+
+
+def _left_out_statements(twin: Twin) -> set[str]:
+    return {key for key, _, node in _statements(twin.chapter) if not _defines(node)}
 
 
 def _diff_block(title: str, a: str, b: str, a_name: str, b_name: str) -> str:
