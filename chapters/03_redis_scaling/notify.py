@@ -16,7 +16,7 @@ How to run it (each terminal)
 What breaks without it
     With a different SOCKETIO_CHANNEL than the instances, or against an app
     with no message queue (antipatterns/03_no_message_queue.py), the notice
-    is published to nobody: this script prints "0 instances listening".
+    is published to nobody: this script prints "0 instance(s) listening".
 
 TL;DR
     SocketIO(message_queue=REDIS_URL, channel=CHANNEL, async_mode=...) with no
