@@ -1,17 +1,26 @@
 """`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`,
-`python -m bench 05 [--quick] [--tasks N] [--burst M]`."""
+`python -m bench 05 [--quick] [--tasks N] [--burst M]`, `python -m bench suite [--sessions a,b]`
+(how long each chapter's tests take); `python -m bench NN --report-only` writes a summary again
+from its stored JSON."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import async_modes, celery_tasks, common, nginx_lb, redis_scaling
+from bench import async_modes, celery_tasks, common, nginx_lb, redis_scaling, suite
+
+# Each module's record name and summary, for --report-only.
+REPORTS = {"02": async_modes, "03": redis_scaling, "04": nginx_lb, "05": celery_tasks, "suite": suite}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("chapter", choices=["02", "03", "04", "05"], help="which chapter's scenarios to run")
+    parser.add_argument(
+        "chapter",
+        choices=["02", "03", "04", "05", "suite"],
+        help="which chapter's scenarios to run; suite: how long each chapter's tests take",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="small counts, under a minute: a smoke check, written to .lab/"
     )
@@ -23,12 +32,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tasks", type=int, help="05 only: no-op tasks timed one at a time (default: 300)")
     parser.add_argument("--burst", type=int, help="05 only: no-op tasks per worker setup (default: 400)")
+    parser.add_argument(
+        "--sessions",
+        help=f"suite only, comma-separated (default: all: {','.join(suite.SESSIONS)}); "
+        "a subset is written to .lab/bench-quick/ unless --out says where",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the summary again from the stored JSON, measuring nothing (the plots stay)",
+    )
     parser.add_argument("--out", help="where to write the JSON, plots and summary (default: docs/bench/)")
     args = parser.parse_args(argv)
 
-    if args.chapter == "02":
-        modes = list(async_modes.MODES) if args.modes == "all" else (args.modes or "").split(",")
-        modes = [m.strip() for m in modes if m.strip()] or list(async_modes.DEFAULT_MODES)
+    if args.report_only:
+        module = REPORTS[args.chapter]
+        record = common.rewrite_summary(module.NAME, args.out, module.summary_markdown)
+        common.print_targets(record)
+        return 0
+    if args.chapter == "suite":
+        sessions = _names(args.sessions) or list(suite.SESSIONS)
+        if unknown := sorted(set(sessions) - set(suite.SESSIONS)):
+            parser.error(f"--sessions: unknown {', '.join(unknown)}; known: {', '.join(suite.SESSIONS)}")
+        record = suite.run(sessions, args.out)
+    elif args.chapter == "02":
+        modes = list(async_modes.MODES) if args.modes == "all" else _names(args.modes)
+        modes = modes or list(async_modes.DEFAULT_MODES)
         record = async_modes.run(args.quick, args.max_clients, modes, args.out)
     elif args.chapter == "03":
         record = redis_scaling.run(args.quick, args.max_clients, args.out)
@@ -38,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         record = celery_tasks.run(args.quick, args.tasks, args.burst, args.out)
     common.print_targets(record)
     return 0
+
+
+def _names(option: str | None) -> list[str]:
+    """A comma-separated option as a list, blanks dropped."""
+    return [name.strip() for name in (option or "").split(",") if name.strip()]
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ from tqdm import tqdm
 from bench import common, plots
 from lab.apps import start_app
 from lab.deps import require_binary
-from lab.loadclient import LoadClient, latency_summary, loopback_sources, raise_fd_limit
+from lab.loadclient import LoadClient, latency_summary, loopback_sources
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
+NAME = "02-async-modes"  # docs/bench/<NAME>.json
 CHAPTER_DIR = "chapters/02_async_modes"
 NODE_SERVER = REPO_ROOT / "bench" / "node_reference" / "server.js"
 
@@ -109,15 +110,7 @@ def run(quick: bool, max_clients: int | None, modes: list[str], out: str | None)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise SystemExit(f"unknown mode(s) {unknown}; choose from {sorted(MODES)}")
-    fd_limit = raise_fd_limit()
-    record: dict[str, Any] = {
-        "chapter": "02",
-        "quick": quick,
-        "machine": common.machine_details(fd_limit),
-        "settings": settings.__dict__,
-        "modes": {},
-        "round_trips": {},
-    }
+    record: dict[str, Any] = {**common.new_record("02", quick, settings), "modes": {}, "round_trips": {}}
     budget = common.Budget(settings.total_seconds)
     apps = {**{m: MODES[m] for m in modes}, **ANTIPATTERNS}
     total_steps = len(modes) * len(settings.steps) + len(apps)
@@ -139,9 +132,7 @@ def run(quick: bool, max_clients: int | None, modes: list[str], out: str | None)
     record["targets"] = targets(record, settings)
     record["client_cost"] = {**client_cost(record), "python_socketio_client": reference}
     out_dir = common.output_dir(quick, out)
-    common.write_json(out_dir / "02-async-modes.json", record)
-    plots.async_modes(record, out_dir)
-    (out_dir / "02-summary.md").write_text(summary_markdown(record))
+    common.write_results(record, out_dir, NAME, plots.async_modes, summary_markdown)
     return record
 
 
@@ -231,8 +222,8 @@ async def _one_step(
     # What `ulimit -n` a server needs: under gevent, simple-websocket dup()s each websocket's socket.
     step["fds_per_connection"] = round((common.tree_fds(service.pid) - base_fds) / clients, 2)
 
-    # Latency: one broadcast at a time, at least 2,000 deliveries/s or it counts as lost.
-    timeout = min(budget.left() + 5, 10 + clients * settings.rounds / 2000)
+    # Latency: one broadcast at a time.
+    timeout = common.delivery_deadline(budget, clients * settings.rounds)
     latency = await fleet.measure(settings.rounds, sequential=True, timeout=timeout)
     step["latency"] = latency.as_dict()
     if not latency.complete:
@@ -240,7 +231,7 @@ async def _one_step(
 
     # Throughput: a burst of broadcasts back to back.
     burst_count = max(2, min(50, settings.burst_deliveries // clients))
-    timeout = min(budget.left() + 5, 10 + clients * burst_count / 2000)
+    timeout = common.delivery_deadline(budget, clients * burst_count)
     burst = await fleet.measure(burst_count, sequential=False, timeout=timeout)
     step["burst"] = burst.as_dict()
     if not burst.complete:

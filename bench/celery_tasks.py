@@ -19,7 +19,6 @@ Each page is python-socketio's client, logged in through POST /login as its own 
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import os
 import sys
 import threading
@@ -40,6 +39,7 @@ from lab.loadclient import latency_summary
 from lab.processes import LabBench, Service, ServiceFailed
 from lab.redis_server import start_redis
 
+NAME = "05-celery"  # docs/bench/<NAME>.json
 WEB = CHAPTER05 / "app.py"
 WORKER_APP = CHAPTER05 / "make_celery.py"
 NO_OP = {"steps": 1}  # with STEP_SECONDS=0: one progress event, then the result, no sleep
@@ -70,8 +70,9 @@ def run(quick: bool, tasks: int | None, burst: int | None, out: str | None) -> d
         settings, latency_tasks=tasks or settings.latency_tasks, burst_tasks=burst or settings.burst_tasks
     )
     record: dict[str, Any] = {**common.new_record("05", quick, settings), "latency": {}, "throughput": {}}
-    record["machine"]["packages"].update({name: _version(name) for name in CELERY_PACKAGES})
-    record["client"] = f"python-socketio {_version('python-socketio')} Client (threads), websocket"
+    record["machine"]["packages"].update({name: common.package_version(name) for name in CELERY_PACKAGES})
+    client_version = common.package_version("python-socketio")
+    record["client"] = f"python-socketio {client_version} Client (threads), websocket"
     budget = common.Budget(settings.total_seconds)
     setups, too_many = _setups(settings)
     with (
@@ -96,15 +97,8 @@ def run(quick: bool, tasks: int | None, burst: int | None, out: str | None) -> d
         record["throughput"][label] = {"skipped": f"{os.cpu_count()} core(s): fewer than its processes"}
     record["targets"] = targets(record)
     out_dir = common.output_dir(quick, out)
-    common.write_results(record, out_dir, "05-celery", plots.celery_tasks, summary_markdown)
+    common.write_results(record, out_dir, NAME, plots.celery_tasks, summary_markdown)
     return record
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _setup_label(count: int, concurrency: int) -> str:

@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -80,7 +81,7 @@ def machine_details(fd_limit: dict[str, Any]) -> dict[str, Any]:
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": {name: package_version(name) for name in PACKAGES},
         "node": _command_output(["node", "--version"]),
         "socket_io_node": _node_package_version("socket.io"),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -98,7 +99,8 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """An installed distribution's version, or None when it is not installed."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -183,6 +185,15 @@ def stop_services(services: list[Service]) -> None:
         service.stop()
 
 
+# Deliveries slower than this, after a 10 s grace, count as lost: a step is over at its deadline.
+SLOWEST_DELIVERIES_PER_S = 2000
+
+
+def delivery_deadline(budget: Budget, deliveries: int) -> float:
+    """Seconds to wait for `deliveries`: 10 plus one per SLOWEST_DELIVERIES_PER_S, within the budget."""
+    return min(budget.left() + 5, 10 + deliveries / SLOWEST_DELIVERIES_PER_S)
+
+
 async def burst_step(
     fleet: LoadClient,
     clients: int,
@@ -205,9 +216,9 @@ async def burst_step(
     step.update(servers())
     if opened.failed:
         return {**step, "broke": f"connection failures: {opened.failed}"}
-    # About `burst_deliveries` deliveries in 2 to 50 broadcasts; slower than 2,000 a second counts as lost.
+    # About `burst_deliveries` deliveries in 2 to 50 broadcasts.
     count = max(2, min(50, burst_deliveries // clients))
-    timeout = min(budget.left() + 5, 10 + clients * count / 2000)
+    timeout = delivery_deadline(budget, clients * count)
     burst = await fleet.measure(count, sequential=False, timeout=timeout)
     step["burst"] = burst.as_dict()
     if not burst.complete:
@@ -232,6 +243,19 @@ def write_results(
     """A chapter's JSON record (<name>.json), its plots, and the summary the docs include."""
     write_json(out / f"{name}.json", record)
     plot(record, out)
+    write_summary(record, out, summary)
+
+
+def rewrite_summary(name: str, out: str | None, summary: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """`--report-only`: a summary written again from its stored record (<name>.json), measuring nothing."""
+    out_dir = output_dir(False, out)
+    record = json.loads((out_dir / f"{name}.json").read_text())
+    write_summary(record, out_dir, summary)
+    return record
+
+
+def write_summary(record: dict[str, Any], out: Path, summary: Callable[[dict[str, Any]], str]) -> None:
+    """<chapter>-summary.md, the tables a docs page includes."""
     (out / f"{record['chapter']}-summary.md").write_text(summary(record))
 
 
@@ -272,6 +296,22 @@ def log_errors(text: str, most: int = 3) -> list[str]:
             if len(found) == most:
                 break
     return found[::-1]
+
+
+def p50_noise(a: dict[str, Any], b: dict[str, Any], samples: int) -> float:
+    """How far apart the p50s of two latency summaries can land by chance, in ms.
+
+    Two standard errors of their difference. A median's standard error is about
+    1.25 sigma / sqrt(n); sigma is read from each summary's p50-to-p99 spread (2.33 sigma in a
+    normal distribution, so a long tail makes the estimate larger, never smaller), and n is the
+    count of independent samples: rounds, not deliveries, where one round's deliveries share
+    its delays. A difference within this says nothing about which side is faster.
+    """
+
+    def error(latency: dict[str, Any]) -> float:
+        return 1.25 * (latency["p99_ms"] - latency["p50_ms"]) / 2.33 / math.sqrt(samples)
+
+    return 2 * math.hypot(error(a), error(b))
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

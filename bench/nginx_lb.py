@@ -42,6 +42,7 @@ from lab.loadclient import LeanConnection, LoadClient, latency_summary, loopback
 from lab.nginx import requests_from, start_nginx
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
+NAME = "04-nginx-lb"  # docs/bench/<NAME>.json
 CHAPTER = "chapters/04_nginx_lb/app.py"
 NGINX_CONF = "chapters/04_nginx_lb/nginx.conf"
 NO_UPGRADE_CONF = "antipatterns/04_no_upgrade_headers.conf"
@@ -94,7 +95,7 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
         bar.update(1)
     record["targets"] = targets(record, settings)
     out_dir = common.output_dir(quick, out)
-    common.write_results(record, out_dir, "04-nginx-lb", plots.nginx_lb, summary_markdown)
+    common.write_results(record, out_dir, NAME, plots.nginx_lb, summary_markdown)
     return record
 
 
@@ -407,17 +408,23 @@ def _round_trip_lines(data: dict[str, Any]) -> list[str]:
     ]
     header = ["`ping` round trip, one instance", "round trips", "p50 (ms)", "p99 (ms)"]
     added = data["added_ms"]
+    noise = common.p50_noise(data[DIRECT], data[PROXIED], min(data[DIRECT]["count"], data[PROXIED]["count"]))
     return [
         common.markdown_table(header, rows),
-        f"nginx adds {_added(added['p50'], 'p50')} and {_added(added['p99'], 'p99')}: the round trips "
-        "took turns between the two paths, one at a time, on the same instance.\n",
+        f"nginx adds {_added(added['p50'], 'p50', noise)} and {_added(added['p99'], 'p99')}: the round "
+        "trips took turns between the two paths, one at a time, on the same instance.\n",
     ]
 
 
-def _added(ms: float | None, at: str) -> str:
-    """What nginx adds at one percentile, in words; a proxy cannot make a round trip faster."""
+def _added(ms: float | None, at: str, noise: float | None = None) -> str:
+    """What nginx adds at one percentile, in words; a proxy cannot make a round trip faster.
+
+    `noise` (common.p50_noise) is known for the p50 only: a difference within it is no cost.
+    """
     if ms is None:
         return f"an unmeasured amount at {at}"
+    if noise is not None and abs(ms) <= noise:
+        return f"nothing measurable at {at} ({ms:+.3f} ms, within this run's noise of ±{noise:.2f} ms)"
     if ms < 0:
         return f"nothing measurable at {at} (the difference, {ms} ms, is noise)"
     return f"{ms} ms at {at}"
