@@ -29,18 +29,16 @@ Differs from chapters/03_redis_scaling/app.py
     JS_CLIENT_DIR, app: this file is in antipatterns/; the page and JS client are the chapter's (plumbing)
 """
 
-# --8<-- [start:patch]
 # First, before any other import: gevent replaces the blocking parts of the standard
 # library (socket, ssl, time, threading) with cooperative ones. Without it, python-socketio
-# refuses the Redis queue (socketio.RedisManager.initialize checks it): the first client
-# fails with
+# refuses the Redis queue (socketio.RedisManager.initialize checks it): the server logs
 #     RuntimeError: Redis requires a monkey patched socket library to work with gevent
-# and every client after it times out. eventlet without eventlet.monkey_patch() does the
-# same. Chapter 02 explains why the patch comes before every other import.
+# and refuses the first client (401), and every client after it times out. eventlet
+# without eventlet.monkey_patch() does the same. Chapter 02 explains why the patch comes
+# before every other import.
 from gevent import monkey
 
 monkey.patch_all()
-# --8<-- [end:patch]
 
 import errno  # noqa: E402  (imported after patching, on purpose: the rest of this file too)
 import functools  # noqa: E402
@@ -60,7 +58,6 @@ from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room, le
 from socketio.packet import BINARY_EVENT, EVENT  # noqa: E402
 from werkzeug.sansio.utils import host_is_trusted  # noqa: E402
 
-# --8<-- [start:config]
 # gevent: one process serves thousands of connections on greenlets (chapter 02).
 ASYNC_MODE = "gevent"
 HOST = os.environ.get("HOST", "127.0.0.1")
@@ -106,7 +103,6 @@ MAX_ROOMS = 10  # rooms one connection may be in at once
 MAX_EVENT_BYTES = 16 * 1024
 # A person types a few events a second; a script can send thousands. Bursts of twice this pass.
 EVENTS_PER_SECOND = int(os.environ.get("EVENTS_PER_SECOND", "20"))
-# --8<-- [end:config]
 
 
 # --8<-- [start:socketio]
@@ -148,7 +144,6 @@ socketio = SocketIO(
 # --8<-- [end:socketio]
 
 
-# --8<-- [start:routes]
 @app.get("/")
 def index():
     return render_template("index.html", instance=INSTANCE_NAME)
@@ -177,10 +172,6 @@ def healthz():
     )
 
 
-# --8<-- [end:routes]
-
-
-# --8<-- [start:validate]
 class BadPayload(ValueError):
     """The reason a payload was refused; it is sent back to the sender as is."""
 
@@ -214,10 +205,6 @@ def refuse(event, reason):
     return {"ok": False, "reason": reason}
 
 
-# --8<-- [end:validate]
-
-
-# --8<-- [start:errors]
 @socketio.on_error_default
 def on_handler_error(error):
     """Whatever a handler raises: the sender gets a reason and a failed ack; the log, one line.
@@ -282,10 +269,6 @@ def rate_limited(handler):
     return limited
 
 
-# --8<-- [end:errors]
-
-
-# --8<-- [start:edge]
 # Before any handler: the requests and packets no page of ours sends. python-engineio
 # logs a full traceback for each packet it cannot decode and keeps the connection open,
 # so one client could fill the disk; here a bad packet costs one log line and the connection.
@@ -400,10 +383,8 @@ def guard_the_edge(wsgi_app):
 
 
 app.wsgi_app = guard_the_edge(app.wsgi_app)
-# --8<-- [end:edge]
 
 
-# --8<-- [start:online]
 # Users online across all instances. Each instance owns one Redis set of the session ids
 # connected to it, "<channel>:online:<instance>", and is the only one to write it; the
 # total is the sum of the sets. A set lives ONLINE_TTL seconds unless its instance
@@ -510,10 +491,6 @@ def on_connect(auth=None):
     track_connection(online=True)
 
 
-# --8<-- [end:online]
-
-
-# --8<-- [start:handlers]
 def rejoin(auth):
     """A page that reconnects names itself and its rooms in `auth`; it is back in them at once.
 
@@ -601,10 +578,6 @@ def on_disconnect(reason=None):
     track_connection(online=False)
 
 
-# --8<-- [end:handlers]
-
-
-# --8<-- [start:broadcast]
 @socketio.on("broadcast")
 @rate_limited
 def on_broadcast(data=None):
@@ -624,10 +597,6 @@ def on_ping(data=None):
     return {"ok": True}
 
 
-# --8<-- [end:broadcast]
-
-
-# --8<-- [start:notify]
 def authorized():
     """True when no NOTIFY_TOKEN is set, or the request carries it as a bearer token.
 
@@ -655,13 +624,8 @@ def notify():
     return jsonify(ok=True)
 
 
-# --8<-- [end:notify]
-
-
-# --8<-- [start:run]
 if __name__ == "__main__":
     # Its first rewrite also forgets what a previous run of this instance left in Redis.
     socketio.start_background_task(online_count_loop)
     # log_output=False: no access-log line per long-polling request; errors still show.
     socketio.run(app, host=HOST, port=PORT, log_output=False)
-# --8<-- [end:run]

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "docs" / "bench"
 
-TEST = re.compile(r"\{test:\s*([^}\s]+)\s*\}")
+TEST = re.compile(r"\{test:\s*(tests/[^}\s]+)\s*\}")
 TESTS = re.compile(r"^\{tests:\s*([^}\s]+)\s*\}[ \t]*$", re.MULTILINE)
 BENCH = re.compile(r"\{bench:\s*([^}\s]+)\s+([^}\s]+)(?:\s+([^}\s]+))?\s*\}")
 

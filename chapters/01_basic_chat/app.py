@@ -442,10 +442,8 @@ def on_disconnect(reason=None):
 # --8<-- [end:handlers]
 
 
-# --8<-- [start:run]
 if __name__ == "__main__":
     # allow_unsafe_werkzeug: the threading mode runs on Werkzeug's development
     # server, which refuses to start outside a terminal (under a test or nox)
     # without it. Chapter 02 shows the production command.
     socketio.run(app, host=HOST, port=PORT, allow_unsafe_werkzeug=True)
-# --8<-- [end:run]

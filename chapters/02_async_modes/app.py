@@ -261,7 +261,6 @@ def create_app(async_mode):
 
     # The chapter 01 chat protocol, with its error path and its rooms.
 
-    # --8<-- [start:errors]
     @socketio.on_error_default
     def on_handler_error(error):
         """Whatever a handler raises: the sender gets a reason and a failed ack; the log, one line.
@@ -320,9 +319,6 @@ def create_app(async_mode):
 
         return limited
 
-    # --8<-- [end:errors]
-
-    # --8<-- [start:edge]
     # Before any handler: the requests and packets no page of ours sends. python-engineio
     # logs a full traceback for each packet it cannot decode and keeps the connection open,
     # so one client could fill the disk; here a bad packet costs one log line and the connection.
@@ -431,7 +427,6 @@ def create_app(async_mode):
         return edge
 
     app.wsgi_app = guard_the_edge(app.wsgi_app)
-    # --8<-- [end:edge]
 
     def rejoin(auth):
         """A page that reconnects names itself and its rooms in `auth`; it is back in them at once.

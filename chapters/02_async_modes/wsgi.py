@@ -17,9 +17,11 @@ How to run it
 What breaks without it
     More than one worker (-w 2) breaks Socket.IO: gunicorn hands each HTTP
     request to whichever worker is free, so a polling client's next request
-    lands on a worker that never heard of its session (400 "Invalid session
-    <sid>", as tests/chapter04 shows). Scaling out needs sticky sessions and a
-    message queue: chapters 03 and 04.
+    lands on a worker that never heard of its session, which answers 400
+    "Invalid session <sid>" (python-engineio's words; tests/chapter04/
+    test_nginx_lb.py::test_gunicorn_with_four_workers_on_one_port_breaks_long_polling
+    shows it). Scaling out needs sticky sessions and a message queue:
+    chapters 03 and 04.
 
 TL;DR
     gunicorn -k gevent -w 1: one worker per process, more processes behind nginx.

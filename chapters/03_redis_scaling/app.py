@@ -38,11 +38,11 @@ TL;DR
 # --8<-- [start:patch]
 # First, before any other import: gevent replaces the blocking parts of the standard
 # library (socket, ssl, time, threading) with cooperative ones. Without it, python-socketio
-# refuses the Redis queue (socketio.RedisManager.initialize checks it): the first client
-# fails with
+# refuses the Redis queue (socketio.RedisManager.initialize checks it): the server logs
 #     RuntimeError: Redis requires a monkey patched socket library to work with gevent
-# and every client after it times out. eventlet without eventlet.monkey_patch() does the
-# same. Chapter 02 explains why the patch comes before every other import.
+# and refuses the first client (401), and every client after it times out. eventlet
+# without eventlet.monkey_patch() does the same. Chapter 02 explains why the patch comes
+# before every other import.
 from gevent import monkey
 
 monkey.patch_all()
@@ -187,7 +187,6 @@ def healthz():
 # --8<-- [end:routes]
 
 
-# --8<-- [start:validate]
 class BadPayload(ValueError):
     """The reason a payload was refused; it is sent back to the sender as is."""
 
@@ -221,10 +220,6 @@ def refuse(event, reason):
     return {"ok": False, "reason": reason}
 
 
-# --8<-- [end:validate]
-
-
-# --8<-- [start:errors]
 @socketio.on_error_default
 def on_handler_error(error):
     """Whatever a handler raises: the sender gets a reason and a failed ack; the log, one line.
@@ -289,10 +284,6 @@ def rate_limited(handler):
     return limited
 
 
-# --8<-- [end:errors]
-
-
-# --8<-- [start:edge]
 # Before any handler: the requests and packets no page of ours sends. python-engineio
 # logs a full traceback for each packet it cannot decode and keeps the connection open,
 # so one client could fill the disk; here a bad packet costs one log line and the connection.
@@ -407,7 +398,6 @@ def guard_the_edge(wsgi_app):
 
 
 app.wsgi_app = guard_the_edge(app.wsgi_app)
-# --8<-- [end:edge]
 
 
 # --8<-- [start:online]

@@ -60,7 +60,6 @@ from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room, le
 from socketio.packet import BINARY_EVENT, EVENT  # noqa: E402
 from werkzeug.sansio.utils import host_is_trusted  # noqa: E402
 
-# --8<-- [start:config]
 # gevent: one process serves thousands of connections on greenlets (chapter 02).
 ASYNC_MODE = "gevent"
 HOST = os.environ.get("HOST", "127.0.0.1")
@@ -103,10 +102,8 @@ MAX_ROOMS = 10  # rooms one connection may be in at once
 MAX_EVENT_BYTES = 16 * 1024
 # A person types a few events a second; a script can send thousands. Bursts of twice this pass.
 EVENTS_PER_SECOND = int(os.environ.get("EVENTS_PER_SECOND", "20"))
-# --8<-- [end:config]
 
 
-# --8<-- [start:socketio]
 def secret(name):
     """A secret from the environment, or a throwaway one for a demo; never in production."""
     if os.environ.get(name):
@@ -142,10 +139,8 @@ socketio = SocketIO(
     cors_allowed_origins=accepted_origin,
     max_http_buffer_size=MAX_EVENT_BYTES,
 )
-# --8<-- [end:socketio]
 
 
-# --8<-- [start:routes]
 @app.get("/")
 def index():
     return render_template("index.html")
@@ -174,10 +169,6 @@ def healthz():
     )
 
 
-# --8<-- [end:routes]
-
-
-# --8<-- [start:validate]
 class BadPayload(ValueError):
     """The reason a payload was refused; it is sent back to the sender as is."""
 
@@ -211,10 +202,6 @@ def refuse(event, reason):
     return {"ok": False, "reason": reason}
 
 
-# --8<-- [end:validate]
-
-
-# --8<-- [start:errors]
 @socketio.on_error_default
 def on_handler_error(error):
     """Whatever a handler raises: the sender gets a reason and a failed ack; the log, one line.
@@ -279,10 +266,6 @@ def rate_limited(handler):
     return limited
 
 
-# --8<-- [end:errors]
-
-
-# --8<-- [start:edge]
 # Before any handler: the requests and packets no page of ours sends. python-engineio
 # logs a full traceback for each packet it cannot decode and keeps the connection open,
 # so one client could fill the disk; here a bad packet costs one log line and the connection.
@@ -397,10 +380,8 @@ def guard_the_edge(wsgi_app):
 
 
 app.wsgi_app = guard_the_edge(app.wsgi_app)
-# --8<-- [end:edge]
 
 
-# --8<-- [start:online]
 # Users online across all instances. Each instance owns one Redis set of the session ids
 # connected to it, "<channel>:online:<instance>", and is the only one to write it; the
 # total is the sum of the sets. A set lives ONLINE_TTL seconds unless its instance
@@ -512,10 +493,6 @@ def on_connect(auth=None):
     # --8<-- [end:welcome]
 
 
-# --8<-- [end:online]
-
-
-# --8<-- [start:handlers]
 def rejoin(auth):
     """A page that reconnects names itself and its rooms in `auth`; it is back in them at once.
 
@@ -597,10 +574,6 @@ def on_disconnect(reason=None):
     track_connection(online=False)
 
 
-# --8<-- [end:handlers]
-
-
-# --8<-- [start:broadcast]
 @socketio.on("broadcast")
 @rate_limited
 def on_broadcast(data=None):
@@ -618,9 +591,6 @@ def on_broadcast(data=None):
 @socketio.on("ping")
 def on_ping(data=None):
     return {"ok": True}
-
-
-# --8<-- [end:broadcast]
 
 
 # --8<-- [start:run]

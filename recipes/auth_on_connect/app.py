@@ -183,7 +183,6 @@ def on_notify_me(data=None):
 # What follows is chapter 01's, unchanged: the page, the health check, payload checks.
 
 
-# --8<-- [start:routes]
 @app.get("/")
 def index():
     return render_template("index.html", instance=INSTANCE_NAME)
@@ -199,10 +198,6 @@ def healthz():
     return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
 
 
-# --8<-- [end:routes]
-
-
-# --8<-- [start:validate]
 class BadPayload(ValueError):
     """The reason a payload was refused; it is sent back to the sender as is."""
 
@@ -234,9 +229,6 @@ def refuse(event, reason):
     """Tell the sender, and only the sender, why its event was refused."""
     emit("error", {"event": event, "reason": reason})
     return {"ok": False, "reason": reason}
-
-
-# --8<-- [end:validate]
 
 
 # --8<-- [start:errors]

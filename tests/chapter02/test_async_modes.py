@@ -76,6 +76,7 @@ def pings_while(a, event: str, b) -> tuple[float, list[float]]:
     return outcome["took"], round_trips
 
 
+# --8<-- [start:key]
 @pytest.mark.parametrize(("script", "command", "mode", "server"), SERVERS)
 def test_slow_work_does_not_stall_other_clients(bench, clients, script, command, mode, server):
     """While one client waits on slow I/O, then on CPU work, another client's ping still comes back fast."""
@@ -90,6 +91,7 @@ def test_slow_work_does_not_stall_other_clients(bench, clients, script, command,
         assert len(round_trips) >= 10, (event, round_trips)
         # expected: none of B's round trips waited for A's operation.
         assert max(round_trips) < PING_BOUND, f"{event}: slowest ping took {max(round_trips):.3f}s"
+    # --8<-- [end:key]
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,7 @@ def test_sticky_balancer_spreads_clients_and_delivers_every_broadcast_once(
         assert upstreams and all(len(seen) == 1 for seen in upstreams.values()), upstreams
 
 
+# --8<-- [start:long-polling]
 @pytest.mark.parametrize(
     ("config", "sticky"), [(NGINX, True), (ROUND_ROBIN, False)], ids=["chapter", "round-robin"]
 )
@@ -126,6 +127,9 @@ def test_long_polling_needs_sticky_sessions_websocket_does_not(
     members = connect_members(deployment.url, 9, transports=("websocket",), prefix="ws")
     assert len({m.instance for m in members}) > 1
     broadcast_once_to_all(members)
+
+
+# --8<-- [end:long-polling]
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ def test_a_worker_reaches_the_browser_only_through_the_queue(start_taskboard, wo
         assert results_for(ann, task) == [] and progress == []
 
 
+# --8<-- [start:reconnect]
 @pytest.mark.parametrize(
     ("web", "gets_result"),
     [pytest.param(WEB, True, id="chapter"), pytest.param(EMIT_TO_SID, False, id="emit-to-sid")],
@@ -65,6 +66,9 @@ def test_a_page_that_reconnects_mid_task(start_taskboard, web, gets_result):
     else:
         # expected: the rest of the progress and the result; actual: nothing after the reconnect
         assert results_for(again, task) == [] and again.received("progress") == []
+
+
+# --8<-- [end:reconnect]
 
 
 @pytest.mark.parametrize(
