@@ -1,6 +1,7 @@
 """The front door: `nox --list` shows every session.
 
 nox                      lint, docs and every test (what CI runs)
+nox -s cover             every test under coverage; writes docs/bench/coverage.json (slow)
 nox -s chapter01         one chapter's tests, with a summary of what they proved
 nox -s serve -- 01       serve a chapter and its antipattern to your browser
 nox -s bench -- 02       the load bench (slow; writes docs/bench/*.json and plots)
@@ -9,7 +10,13 @@ nox -s fuzz              every app against bad input (FUZZ_SCALE=10 searches ten
 
 from __future__ import annotations
 
+import datetime
+import json
+import math
+import os
+import platform
 import shutil
+import tomllib
 from pathlib import Path
 
 import nox
@@ -21,6 +28,11 @@ nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).parent
 JS_CLIENT = ROOT / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+COVERAGE_DATA = ROOT / ".coverage-data"
+COVERAGE_RECORD = ROOT / "docs" / "bench" / "coverage.json"
+# Which error paths a run reaches varies a little with the machine's load, so the floor may sit
+# this many points below the figure on the site, and no further.
+FLOOR_SLACK = 1.0
 
 
 def _install_js(session: nox.Session) -> None:
@@ -92,6 +104,88 @@ def fuzz(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every test: all chapters, their antipatterns, and the lab bench itself."""
     _pytest(session, "tests")
+
+
+@nox.session(default=False)
+def cover(session: nox.Session) -> None:
+    """Every test, measuring chapters/ and antipatterns/ in every process; fails below the floor.
+
+    Each process the tests start measures itself (pyproject.toml, [tool.coverage.run]).
+    With arguments (`nox -s cover -- tests/chapter01`) only those run, and the report
+    neither checks the floor nor touches docs/bench/coverage.json.
+    """
+    _install_tests(session)
+    _check_floor_follows_record(session)
+    shutil.rmtree(COVERAGE_DATA, ignore_errors=True)
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
+    report = COVERAGE_DATA / "coverage.json"
+    session.run("coverage", "json", "--quiet", "--fail-under=0", "-o", str(report))
+    if session.posargs:
+        session.run("coverage", "report", "--fail-under=0")
+        session.log("A partial run: the floor is not checked and docs/bench/coverage.json is left as it is.")
+        return
+    session.run("coverage", "report")  # exits 2 below [tool.coverage.report] fail_under
+    _record_coverage(session, report)
+
+
+def _coverage_floor() -> float:
+    """The floor: [tool.coverage.report] fail_under in pyproject.toml."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return float(config["tool"]["coverage"]["report"]["fail_under"])
+
+
+def _check_floor_follows_record(session: nox.Session) -> None:
+    """The floor only goes up: it may not sit more than FLOOR_SLACK below the figure on the site."""
+    if not COVERAGE_RECORD.exists():
+        return
+    recorded = json.loads(COVERAGE_RECORD.read_text(encoding="utf-8"))["total_percent"]
+    lowest = math.floor(recorded - FLOOR_SLACK)
+    if _coverage_floor() < lowest:
+        session.error(
+            f"docs/bench/coverage.json records {recorded:.2f} % but the floor is {_coverage_floor():g}: "
+            f"raise fail_under in pyproject.toml to {lowest} or more."
+        )
+
+
+def _record_coverage(session: nox.Session, report_path: Path) -> None:
+    """Write the figures the site cites to docs/bench/coverage.json, only when they changed."""
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    totals = report["totals"]
+    figures = {
+        "total_percent": round(totals["percent_covered"], 2),
+        "statements": totals["num_statements"],
+        "missing_statements": totals["missing_lines"],
+        "floor": _coverage_floor(),
+        "files": {
+            name: round(data["summary"]["percent_covered"], 2)
+            for name, data in sorted(report["files"].items())
+        },
+    }
+    if COVERAGE_RECORD.exists():
+        old = json.loads(COVERAGE_RECORD.read_text(encoding="utf-8"))
+        if {key: old.get(key) for key in figures} == figures:
+            session.log(f"Coverage {figures['total_percent']:.2f} %, as recorded in {COVERAGE_RECORD.name}.")
+            return
+    python = session.run("python", "-c", "import platform; print(platform.python_version())", silent=True)
+    machine = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu_model": _cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "os": platform.platform(),
+        "python": str(python).strip(),
+        "coverage": report["meta"]["version"],
+    }
+    COVERAGE_RECORD.write_text(json.dumps({"machine": machine, **figures}, indent=1) + "\n", encoding="utf-8")
+    session.log(f"Coverage {figures['total_percent']:.2f} %: wrote {COVERAGE_RECORD.relative_to(ROOT)}.")
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 @nox.session
