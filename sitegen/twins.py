@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,8 +122,6 @@ def load(path: Path) -> Twin:
 
 
 def _dedent(text: str) -> str:
-    import textwrap
-
     return textwrap.dedent(text).strip("\n")
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from subprocess import CompletedProcess
 
 import pytest
 
 from lab.apps import healthz, start_apps
 from lab.clients import TRANSPORTS, RecordingClient, disconnect_all, in_parallel
-from lab.processes import Service
+from lab.processes import REPO_ROOT, Service
 from lab.redis_server import start_redis
 
 
@@ -83,3 +85,17 @@ def start_cluster(bench, clients):
         return Cluster(redis, services, members)
 
     return start
+
+
+NOTIFY = REPO_ROOT / "chapters" / "03_redis_scaling" / "notify.py"
+
+
+@pytest.fixture
+def run_notify(bench) -> Callable[..., CompletedProcess]:
+    """notify.py as a real, separate process; it exits once its one message is published."""
+
+    def run(redis_url: str, text: str, channel: str = "flask-socketio") -> CompletedProcess:
+        env = {"REDIS_URL": redis_url, "SOCKETIO_CHANNEL": channel}
+        return bench.run("notify", [sys.executable, str(NOTIFY), text], env=env)
+
+    return run

@@ -8,31 +8,27 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import pytest
 import requests
 
 from lab.clients import in_parallel
-from lab.processes import REPO_ROOT, wait_until
+from lab.processes import wait_until
 
 CHAPTER = "chapters/03_redis_scaling/app.py"
 NO_QUEUE = "antipatterns/03_no_message_queue.py"
-NOTIFY = REPO_ROOT / "chapters/03_redis_scaling/notify.py"
 
 
 @pytest.mark.parametrize(("script", "listening"), [(CHAPTER, 2), (NO_QUEUE, 0)], ids=["chapter", "no-queue"])
 def test_notify_py_reaches_every_instance_through_the_queue_and_nobody_without_one(
-    bench, start_cluster, script, listening
+    start_cluster, run_notify, script, listening
 ):
     """notify.py reaches all 4 clients on 2 instances; with no queue, none: "0 instance(s) listening"."""
     cluster = start_cluster(script, instances=2, clients_per_instance=2)
 
     # notify.py publishes once on the cluster's Redis channel and says how many instances listen.
-    done = bench.run(
-        "notify", [sys.executable, str(NOTIFY), "from notify.py"], env={"REDIS_URL": cluster.redis.url}
-    )
+    done = run_notify(cluster.redis.url, "from notify.py")
     assert done.returncode == 0, done.stdout
     assert f"notice published on channel 'flask-socketio': {listening} instance(s) listening" in done.stdout
 

@@ -11,19 +11,16 @@ everything it will ever send.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from subprocess import CompletedProcess
 
 import pytest
 import requests
 
 from lab.apps import healthz, start_app
-from lab.processes import REPO_ROOT, wait_until
+from lab.processes import wait_until
 from lab.redis_server import start_redis
 
 CHAPTER = "chapters/03_redis_scaling/app.py"
-NOTIFY = REPO_ROOT / "chapters/03_redis_scaling/notify.py"
 NO_QUEUE = "antipatterns/03_no_message_queue.py"
 COUNTER_IN_MEMORY = "antipatterns/03_counter_in_process_memory.py"
 ROOMS = ("red", "green", "blue")
@@ -40,12 +37,6 @@ def texts(client, event: str, prefix: str) -> Counter:
 def latest_online(client) -> dict:
     """The `online` payload the page shows: the one Redis stamped last (its `version`)."""
     return max(client.received("online"), key=lambda d: d["version"], default={"count": None})
-
-
-def run_notify(bench, redis_url: str, text: str, channel: str = "flask-socketio") -> CompletedProcess:
-    """notify.py as a real, separate process; it exits once its one message is published."""
-    env = {"REDIS_URL": redis_url, "SOCKETIO_CHANNEL": channel}
-    return bench.run("notify", [sys.executable, str(NOTIFY), text], env=env)
 
 
 # --8<-- [start:key]
@@ -121,21 +112,21 @@ def test_room_messages_reach_exactly_the_room_on_any_instance(start_cluster, scr
         assert {d["room"] for d in member.client.received("message")} == {room[member.label]}
 
 
-def test_notify_reaches_every_client_on_every_instance(bench, start_cluster):
+def test_notify_reaches_every_client_on_every_instance(start_cluster, run_notify):
     """notify.py (a separate process) and POST /notify each reach all 30 clients on 3 instances, once."""
     token = "s3cret"
     cluster = start_cluster(CHAPTER, env={"NOTIFY_TOKEN": token})
     auth = {"Authorization": f"Bearer {token}"}
 
     # From outside the app: one PUBLISH on the cluster's channel.
-    done = run_notify(bench, cluster.redis.url, "from the notify script")
+    done = run_notify(cluster.redis.url, "from the notify script")
     assert done.returncode == 0, done.stdout
     assert "3 instance(s) listening" in done.stdout
     # Over HTTP, to one instance: it emits through the queue to all of them.
     response = requests.post(f"{cluster.instances[1].url}/notify", json={"text": "from HTTP"}, headers=auth)
     assert response.status_code == 200 and response.json() == {"ok": True}
     # The barrier: a last notice through Redis, behind both in every instance's queue.
-    assert run_notify(bench, cluster.redis.url, "marker").returncode == 0
+    assert run_notify(cluster.redis.url, "marker").returncode == 0
 
     for member in cluster.members:
         member.client.wait_for_event("notice", lambda d: d["text"] == "marker")
@@ -157,7 +148,7 @@ NOTIFY_BAD_BODIES = [
 ]
 
 
-def test_notify_refuses_bad_input_with_a_reason(bench, clients):
+def test_notify_refuses_bad_input_with_a_reason(bench, clients, run_notify):
     """POST /notify answers bad bodies with 400 and a reason, a bad token with 401; notify.py exits non-0."""
     redis = start_redis(bench)
     app = start_app(bench, CHAPTER, env={"REDIS_URL": redis.url, "NOTIFY_TOKEN": "s3cret"})
@@ -176,8 +167,8 @@ def test_notify_refuses_bad_input_with_a_reason(bench, clients):
     assert (wrong.status_code, wrong.json()["ok"]) == (401, False)
 
     # The script: an empty text is a usage error (2), an unreachable Redis is 1.
-    assert run_notify(bench, redis.url, "   ").returncode == 2
-    unreachable = run_notify(bench, "redis://:hunter2@127.0.0.1:1/0", "hi")
+    assert run_notify(redis.url, "   ").returncode == 2
+    unreachable = run_notify("redis://:hunter2@127.0.0.1:1/0", "hi")
     assert unreachable.returncode == 1
     assert "Redis unreachable at redis://:***@127.0.0.1:1/0" in unreachable.stdout
     assert "hunter2" not in unreachable.stdout  # the password never reaches a terminal or a log
@@ -191,7 +182,8 @@ def test_notify_refuses_bad_input_with_a_reason(bench, clients):
 @with_and_without_queue
 def test_post_notify_needs_the_bearer_token_on_the_chapter_and_its_twin(bench, script, shared):
     """With NOTIFY_TOKEN set, POST /notify refuses a missing, wrong or longer token with 401, twin too."""
-    env = {"NOTIFY_TOKEN": "s3cret", **({"REDIS_URL": start_redis(bench).url} if shared else {})}
+    # The twin keeps the online count in Redis too: only its emits stay at home.
+    env = {"NOTIFY_TOKEN": "s3cret", "REDIS_URL": start_redis(bench).url}
     app = start_app(bench, script, env=env)
     refused = (401, {"ok": False, "reason": "missing or wrong bearer token"})
     for header in (None, "Bearer nope", "Bearer s3cret-and-more", "s3cret"):
@@ -260,7 +252,7 @@ def test_a_crashed_instance_drops_out_of_the_count(start_cluster):
         assert crashed.name not in latest_online(member.client)["instances"]
 
 
-def test_channel_separates_two_clusters_on_one_redis(bench, start_cluster):
+def test_channel_separates_two_clusters_on_one_redis(bench, start_cluster, run_notify):
     """Two clusters on one Redis with different channels never see each other's messages or counts."""
     blue = start_cluster(
         CHAPTER, instances=2, clients_per_instance=2, prefix="blue", env={"SOCKETIO_CHANNEL": "blue"}
@@ -277,7 +269,7 @@ def test_channel_separates_two_clusters_on_one_redis(bench, start_cluster):
     # Blue broadcasts; then notices alternate between the channels, each a barrier for the other.
     assert blue.members[0].client.call("broadcast", {"text": "blue only"}) == {"ok": True}
     for channel, text in (("green", "green 1"), ("blue", "blue 1"), ("green", "green 2")):
-        done = run_notify(bench, blue.redis.url, text, channel=channel)
+        done = run_notify(blue.redis.url, text, channel=channel)
         assert "2 instance(s) listening" in done.stdout, done
 
     # A marker arrives after everything published before it: had a cluster heard the other
