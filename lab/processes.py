@@ -57,6 +57,10 @@ class Launch:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     url: str = ""
+    # SIGTERM the leader alone first and give it this long to stop its own children, before the
+    # whole group is signalled: a Celery worker then shuts its pool down in order, so each pool
+    # child leaves by its own exit path (and coverage saves what it measured there).
+    leader_grace: float = 0.0
 
 
 @dataclass
@@ -83,6 +87,10 @@ class Service:
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left of the tree."""
         tree = _tree(self.pid)
+        if self.launch.leader_grace and self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(self.launch.leader_grace)
         _signal_group(self.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout)
