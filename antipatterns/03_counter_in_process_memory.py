@@ -22,8 +22,8 @@ Use instead
 
 How to run it
     redis-server --port 6379, then
-    PORT=5101 INSTANCE_NAME=chat-1 python antipatterns/03_counter_in_process_memory.py
-    PORT=5102 INSTANCE_NAME=chat-2 python antipatterns/03_counter_in_process_memory.py
+    PORT=5201 INSTANCE_NAME=chat-1 python antipatterns/03_counter_in_process_memory.py
+    PORT=5202 INSTANCE_NAME=chat-2 python antipatterns/03_counter_in_process_memory.py
 
 Differs from chapters/03_redis_scaling/app.py
     count_online: counts this process's connections, not every instance's

@@ -21,7 +21,9 @@ Use instead
     this mistake again).
 
 How to run it
-    python antipatterns/05_duplicate_background_tasks.py   (two of them, PORT=5000 and 5001)
+    Two of them, in place of the chapter's web instances (with Redis and a worker, no beat):
+        PORT=5301 INSTANCE_NAME=web-1 python antipatterns/05_duplicate_background_tasks.py
+        PORT=5302 INSTANCE_NAME=web-2 python antipatterns/05_duplicate_background_tasks.py
 
 Differs from chapters/05_celery/app.py
     dashboard_loop, TaskEventsWithProducer: a producer started in each web instance, added

@@ -32,6 +32,7 @@ def start_app(
     port: int | None = None,
     command: Callable[[int], Sequence[str]] | None = None,
     answers_as: Callable[[str], bool] | None = None,
+    wait_ready: bool = True,
     timeout: float = 30.0,
 ) -> Service:
     """Start one app instance; ready when /healthz answers with this instance's name.
@@ -39,7 +40,8 @@ def start_app(
     `script` is run with this interpreter unless `command(port)` gives the argv
     (a gunicorn command line, say); the environment carries the run contract either way.
     `answers_as(instance)` replaces the name check, for a server whose processes name
-    themselves (gunicorn's workers: "chat-1/worker-3").
+    themselves (gunicorn's workers: "chat-1/worker-3"). `wait_ready=False` returns once it
+    runs, for a twin that never listens on purpose (a demo shows it hanging).
     """
     answers_as = answers_as or (lambda instance: instance == name)
     script_path = (REPO_ROOT / script).resolve()
@@ -51,7 +53,7 @@ def start_app(
             argv=argv,
             env={"HOST": "127.0.0.1", "PORT": str(chosen), "INSTANCE_NAME": name, **(env or {})},
             cwd=script_path.parent,
-            ready=lambda service: answers_as(healthz(service.url).get("instance", "")),
+            ready=lambda service: not wait_ready or answers_as(healthz(service.url).get("instance", "")),
             url=url,
         )
 
@@ -84,3 +86,13 @@ def start_apps(
         )
         for i in range(1, count + 1)
     ]
+
+
+def under_gunicorn(config: str | Path, name: str) -> dict:
+    """start_app's options to run an instance as `gunicorn -c <config> app:app` from its folder."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")  # the one installed beside this Python
+    return {
+        "command": lambda _port: [gunicorn, "-c", str(REPO_ROOT / config), "app:app"],
+        # Each worker names itself <name>/worker-N: ready when any answers.
+        "answers_as": lambda instance: instance.startswith(f"{name}/worker-"),
+    }

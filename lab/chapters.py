@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from lab.apps import start_apps
+from lab.apps import start_app, under_gunicorn
 from lab.celery_workers import CHAPTER05, start_beat, start_worker
 from lab.haproxy import start_haproxy
 from lab.nginx import start_nginx
-from lab.processes import LabBench, Service
+from lab.processes import REPO_ROOT, LabBench, Service
 from lab.redis_server import start_redis
 
 BALANCERS = {"nginx": start_nginx, "haproxy": start_haproxy}
-# With fixed ports, the balancer listens this far above the first instance (5080, 5180).
-BALANCER_PORT_OFFSET = 80
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The fixed ports of one side of a demo, the same every run and in every chapter's README.
+
+    Side k of a chapter (0 the chapter, then each twin in order) owns 5000 + 100 k and up:
+    one instance listens on the base (5000), several on base + 1, + 2, ... (chat-1 on 5001);
+    the balancer on base + 80 (5080) and the side's own Redis on base + 90 (5090).
+    """
+
+    base: int
+
+    @classmethod
+    def of_side(cls, side: int, first: int = 5000) -> Ports:
+        return cls(first + 100 * side)
+
+    def instance(self, i: int, count: int) -> int:
+        return self.base if count == 1 else self.base + i
+
+    @property
+    def balancer(self) -> int:
+        return self.base + 80
+
+    @property
+    def redis(self) -> int:
+        return self.base + 90
 
 
 @dataclass(frozen=True)
@@ -30,6 +56,18 @@ class Topology:
     workers: int = 0
     worker_app: str = str(CHAPTER05 / "make_celery.py")
     beat: bool = False
+    # Run the instances under gunicorn with this config file instead of `python script`.
+    gunicorn: str | None = None
+    # It never listens (a deadlock at start-up, on purpose): started, not waited on.
+    never_ready: bool = False
+
+    def mistake(self) -> str | None:
+        """The antipatterns/ file that holds this side's mistake, or None for a correct side."""
+        balancer = self.balancer[1] if self.balancer else None
+        for path in (self.script, balancer, self.gunicorn, self.worker_app):
+            if path and Path(path).resolve().is_relative_to(REPO_ROOT / "antipatterns"):
+                return str(Path(path).resolve().relative_to(REPO_ROOT))
+        return None
 
 
 @dataclass(frozen=True)
@@ -37,75 +75,94 @@ class Chapter:
     number: str
     title: str
     correct: Topology
-    # Each broken twin, by the label its processes are named after: ("antipattern", Topology(...)).
+    # Each broken twin, by the label its processes are named after: ("no-queue", Topology(...)).
     antipatterns: tuple[tuple[str, Topology], ...] = ()
-    # What to try in the two browsers, printed by `python -m lab.serve`.
+    # What to try in the browsers, printed by `python -m lab.serve` and shown by the control room.
     demo: str = ""
-
-
-def twin(script: str, **options) -> tuple[tuple[str, Topology]]:
-    """A chapter's one antipattern."""
-    return (("antipattern", Topology(script, **options)),)
 
 
 # Chapter 05's processes share one signing key, so a token from one instance opens them all.
 CELERY_ENV = {"SECRET_KEY": "serve-05", "STEP_SECONDS": "0.5"}
+
+CHAPTER04 = "chapters/04_nginx_lb/app.py"
+
+
+def behind_nginx(config: str) -> Topology:
+    """Chapter 04's three instances and Redis, behind nginx running `config`."""
+    return Topology(CHAPTER04, instances=3, needs_redis=True, balancer=("nginx", config))
+
 
 CHAPTERS: dict[str, Chapter] = {
     "01": Chapter(
         "01",
         "basic chat",
         correct=Topology("chapters/01_basic_chat/app.py"),
-        antipatterns=twin("antipatterns/01_broadcast_to_everyone.py"),
+        antipatterns=(
+            ("broadcast", Topology("antipatterns/01_broadcast_to_everyone.py")),
+            ("unguarded", Topology("antipatterns/01_unguarded_handler.py")),
+        ),
         demo=(
-            "Open each URL in two windows; join room 'a' in one window and 'b' in the other.\n"
-            "On the chapter app a message stays in its room; on the antipattern it leaks into both."
+            "Join room 'a' in one window and room 'b' in another, then send messages.\n"
+            "On the chapter app a message stays in its room; on broadcast it leaks into both.\n"
+            "unguarded chats like the chapter: its flaw shows only to a hostile client (its log)."
         ),
     ),
     "02": Chapter(
         "02",
         "async modes",
         correct=Topology("chapters/02_async_modes/run_gevent.py"),
-        antipatterns=twin("antipatterns/02_blocking_sleep.py"),
+        antipatterns=(
+            ("blocking-sleep", Topology("antipatterns/02_blocking_sleep.py")),
+            ("cpu-bound", Topology("antipatterns/02_cpu_bound_handler.py")),
+            ("late-patch", Topology("antipatterns/02_late_monkey_patch.py", never_ready=True)),
+        ),
         demo=(
             "Open each URL in two windows and watch the ping readout in the second window.\n"
             "Click 'slow I/O (3 s)' in the first: on the chapter app the ping stays in milliseconds;\n"
-            "on the antipattern it freezes for 3 s, for every window."
+            "on blocking-sleep it freezes for 3 s, for every window; on cpu-bound, 'CPU work' does.\n"
+            "late-patch never listens: its log shows gevent's MonkeyPatchWarning, then nothing."
         ),
     ),
     "03": Chapter(
         "03",
         "Redis scaling",
         correct=Topology("chapters/03_redis_scaling/app.py", instances=2, needs_redis=True),
-        antipatterns=twin("antipatterns/03_no_message_queue.py", instances=2, needs_redis=True),
+        antipatterns=(
+            ("no-queue", Topology("antipatterns/03_no_message_queue.py", instances=2, needs_redis=True)),
+            (
+                "counter-in-memory",
+                Topology("antipatterns/03_counter_in_process_memory.py", instances=2, needs_redis=True),
+            ),
+        ),
         demo=(
-            "Open chapter-1 and chapter-2 side by side, then antipattern-1 and antipattern-2.\n"
-            "Broadcast from one window: on the chapter both instances get it; on the antipattern\n"
-            "only the sender's instance does. The chapter pages count users across both instances."
+            "Open chapter-1 and chapter-2 side by side, then no-queue-1 and no-queue-2.\n"
+            "Broadcast from one window: on the chapter both instances get it; on no-queue\n"
+            "only the sender's instance does. The chapter pages count users across both instances;\n"
+            "counter-in-memory counts only its own."
         ),
     ),
     "04": Chapter(
         "04",
         "nginx, sticky sessions",
-        correct=Topology(
-            "chapters/04_nginx_lb/app.py",
-            instances=3,
-            needs_redis=True,
-            balancer=("nginx", "chapters/04_nginx_lb/nginx.conf"),
-        ),
-        antipatterns=twin(
-            "chapters/04_nginx_lb/app.py",
-            instances=3,
-            needs_redis=True,
-            balancer=("nginx", "antipatterns/04_round_robin.conf"),
+        correct=behind_nginx("chapters/04_nginx_lb/nginx.conf"),
+        antipatterns=(
+            ("round-robin", behind_nginx("antipatterns/04_round_robin.conf")),
+            ("ip-hash", behind_nginx("antipatterns/04_ip_hash.conf")),
+            ("no-upgrade", behind_nginx("antipatterns/04_no_upgrade_headers.conf")),
+            (
+                "gunicorn-w4",
+                Topology(
+                    CHAPTER04, needs_redis=True, gunicorn="antipatterns/04_gunicorn_many_workers.conf.py"
+                ),
+            ),
         ),
         demo=(
-            "Open the two nginx addresses (chapter-nginx, antipattern-nginx), each in two windows.\n"
+            "Open the nginx addresses (chapter-nginx, round-robin-nginx, ...), each in two windows.\n"
             "Behind the chapter's sticky nginx, each page names its instance and goes to websocket.\n"
-            "Behind round-robin nginx, the pages flap between connected and disconnected: each\n"
-            "long-poll lands on another instance (400 Invalid session). Then kill the instance a\n"
-            "chapter page names (kill $(lsof -ti tcp:PORT -sTCP:LISTEN), its PORT printed above):\n"
-            "the page moves to another instance and keeps chatting."
+            "Behind round-robin nginx (and gunicorn-w4), the pages flap between connected and\n"
+            "disconnected: each long-poll lands on another instance (400 Invalid session).\n"
+            "Behind no-upgrade nginx the pages stay on polling. Then kill the instance a chapter\n"
+            "page names: the page moves to another instance and keeps chatting."
         ),
     ),
     "05": Chapter(
@@ -165,25 +222,32 @@ def start_topology(
     topology: Topology,
     *,
     prefix: str,
-    first_port: int | None = None,
+    ports: Ports | None = None,
     timeout: float = 30.0,
 ) -> list[Service]:
     """Start Redis if the topology needs it, its app instances, named <prefix>-1 ... <prefix>-N,
     its balancer, <prefix>-nginx (or -haproxy), which comes first in the list returned, and its
-    Celery workers and beat, which come last."""
+    Celery workers and beat, which come last. Redis, <prefix>-redis, is not in the list.
+
+    With `ports`, each listens on its fixed port (the demo); without, on OS-assigned ones.
+    """
     env = dict(topology.env)
     if topology.needs_redis:
-        redis = start_redis(bench, name=f"{prefix}-redis")
+        redis = start_redis(bench, name=f"{prefix}-redis", port=ports.redis if ports else None)
         env["REDIS_URL"] = redis.url
-    instances = start_apps(
-        bench,
-        topology.script,
-        topology.instances,
-        prefix=prefix,
-        env=env,
-        first_port=first_port,
-        timeout=timeout,
-    )
+    instances = [
+        start_app(
+            bench,
+            topology.script,
+            name=f"{prefix}-{i}",
+            env=env,
+            port=ports.instance(i, topology.instances) if ports else None,
+            wait_ready=not topology.never_ready,
+            timeout=timeout,
+            **under_gunicorn(topology.gunicorn, f"{prefix}-{i}") if topology.gunicorn else {},
+        )
+        for i in range(1, topology.instances + 1)
+    ]
     workers = [
         start_worker(bench, topology.worker_app, name=f"{prefix}-worker-{i}", env=env)
         for i in range(1, topology.workers + 1)
@@ -193,6 +257,6 @@ def start_topology(
     if topology.balancer is None:
         return [*instances, *workers]
     kind, config = topology.balancer
-    port = first_port + BALANCER_PORT_OFFSET if first_port else None
+    port = ports.balancer if ports else None
     balancer = BALANCERS[kind](bench, config, instances, name=f"{prefix}-{kind}", port=port)
     return [balancer, *instances, *workers]

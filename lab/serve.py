@@ -1,10 +1,13 @@
-"""Serve one chapter, its correct app beside its antipatterns, until Ctrl-C.
+"""Serve one chapter beside every twin, with a control room page, until Ctrl-C.
 
-    python -m lab.serve 01            # chapter app on :5000, antipattern on :5100 (a second on :5200...)
-    python -m lab.serve 03 --port 0   # OS-assigned ports
+    python -m lab.serve 03                      # the control room on :5500, every side on fixed ports
+    python -m lab.serve 04 --twin round-robin   # the chapter and one twin
+    python -m lab.serve 03 --port 0             # OS-assigned ports (tests, or when 5000 is taken)
 
-Runs in the foreground and owns every process it starts: Ctrl-C (or SIGTERM)
-stops them all, process trees included. Logs go to .lab/serve-NN/.
+Side k (0 the chapter, then each twin in order) listens on 5000 + 100 k and up, the same
+ports as each chapter's by-hand instructions (lab.chapters.Ports). Runs in the foreground and
+owns every process it starts: Ctrl-C (or SIGTERM) stops them all, process trees included.
+Logs go to .lab/serve-NN/.
 """
 
 from __future__ import annotations
@@ -13,21 +16,38 @@ import argparse
 import shutil
 import signal
 import sys
-import time
 
-from lab.chapters import CHAPTERS, start_topology
+from lab.chapters import CHAPTERS, Chapter, Ports, start_topology
+from lab.control import CHAT_CHAPTERS, Actions, ChatProbe, ControlRoom, Side, kind_of, serve_control_room
 from lab.deps import MissingDependency
-from lab.processes import REPO_ROOT, LabBench, ServiceFailed
+from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
-ANTIPATTERN_PORT_OFFSET = 100
+CONTROL_ROOM_PORT = 5500
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.serve", description=__doc__.splitlines()[0])
     parser.add_argument("chapter", choices=sorted(CHAPTERS), help="chapter number")
-    parser.add_argument("--port", type=int, default=5000, help="first port (0: let the OS choose)")
+    parser.add_argument(
+        "--port", type=int, default=5000, help="the chapter's first port (0: let the OS choose)"
+    )
+    parser.add_argument(
+        "--twin", action="append", default=None, metavar="NAME", help="show only this twin (repeatable)"
+    )
+    parser.add_argument("--control-port", type=int, default=CONTROL_ROOM_PORT, help="the control room's port")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the control room's address (default loopback; its buttons answer loopback only)",
+    )
     args = parser.parse_args(argv)
     chapter = CHAPTERS[args.chapter]
+    twins = [label for label, _ in chapter.antipatterns]
+    unknown = set(args.twin or ()) - set(twins)
+    if unknown:
+        parser.error(
+            f"chapter {chapter.number} has no twin {', '.join(sorted(unknown))}: it has {', '.join(twins)}"
+        )
 
     if not (REPO_ROOT / "node_modules" / "socket.io-client").exists():
         print("warning: the Socket.IO JS client is not installed (run `npm ci`); pages will use a CDN.")
@@ -38,40 +58,75 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(log_dir, ignore_errors=True)
     try:
         with LabBench(log_dir) as bench:
-            sides = [("chapter", chapter.correct, args.port or None)]
-            for n, (label, topology) in enumerate(chapter.antipatterns, start=1):
-                anti_port = args.port + n * ANTIPATTERN_PORT_OFFSET if args.port else None
-                sides.append((label, topology, anti_port))
             print(f"Chapter {chapter.number}: {chapter.title}")
-            for label, topology, first_port in sides:
-                for service in start_topology(bench, topology, prefix=label, first_port=first_port):
-                    where = f"{service.url}/" if service.url else f"(log: {service.log_path.name})"
-                    print(f"  {label:<12} {service.name:<20} {where}", flush=True)
+            sides = start_sides(bench, chapter, args.port, args.twin)
+            actions = Actions()
+            # python-engineio's clients (the probes) take over SIGINT to disconnect each in turn,
+            # about 3 s apiece; the room disconnects them all at once instead (room.close()).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            room = ControlRoom(bench, chapter, sides, actions)
+            server = serve_control_room(room, args.host, args.control_port)
+            for side in sides:
+                if side.probe:
+                    side.probe.start()
             if chapter.demo:
                 print("\n" + chapter.demo)
-            print(f"\nLogs: {log_dir}\nPress Ctrl-C to stop everything.", flush=True)
-            _watch(bench)
+            print(f"\nControl room: http://{args.host}:{server.server_address[1]}/")
+            print(f"Logs: {log_dir}\nPress Ctrl-C to stop everything.", flush=True)
+            try:
+                _watch(bench, actions)
+            finally:
+                room.close()  # its clients go first, while their servers still answer
     except KeyboardInterrupt:
         print("\nStopped; every process is gone.")
     except (MissingDependency, ServiceFailed) as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    except OSError as problem:  # the control room's port is taken
+        print(f"error: {problem}; pick another with --control-port (0: any free port)", file=sys.stderr)
+        return 1
     return 0
 
 
-def _watch(bench: LabBench) -> None:
-    """Wait for Ctrl-C. A process that dies (a crash, or one killed to show a failover) is
-    reported once and the rest keep serving; when none is left, the demo ends."""
-    reported: set[str] = set()
+def start_sides(bench: LabBench, chapter: Chapter, first_port: int, only: list[str] | None) -> list[Side]:
+    """Start the chapter and its twins (all, or those named), each on its fixed ports."""
+    everything = [("chapter", chapter.correct), *chapter.antipatterns]
+    sides = []
+    for k, (label, topology) in enumerate(everything):
+        if k and only and label not in only:
+            continue  # a twin's ports stay its own whether or not the others run
+        ports = Ports.of_side(k, first_port) if first_port else None
+        services = start_topology(bench, topology, prefix=label, ports=ports)
+        for service in services:
+            where = f"{service.url}/" if service.url else f"(log: {service.log_path.name})"
+            if topology.never_ready and kind_of(service.name) == "instance":
+                where += "  (never listens, on purpose: see its log)"
+            print(f"  {label:<18} {service.name:<24} {where}", flush=True)
+        names = [service.name for service in services]
+        if topology.needs_redis:
+            names.insert(0, f"{label}-redis")
+        balancer = next((s for s in services if kind_of(s.name) == "balancer"), None)
+        instances = [s for s in services if kind_of(s.name) == "instance"]
+        # Two pages through one balancer, as two users; else one page per instance.
+        entries = [balancer.url] * 2 if balancer else [s.url for s in instances]
+        probe = None
+        if chapter.number in CHAT_CHAPTERS:
+            # Behind a balancer, the probes connect as browsers do: long-polling, then upgrade.
+            probe = ChatProbe(label, entries, transport=None if balancer else "websocket")
+        sides.append(Side(label, topology, names, entries, ports, probe))
+    return sides
+
+
+def _watch(bench: LabBench, actions: Actions) -> None:
+    """Run the control room's actions on this thread, and report each process that dies (a crash,
+    or one stopped from the control room) once; the rest keep serving until Ctrl-C."""
+    reported: set[tuple[str, int]] = set()
     while True:
-        dead = [service for service in bench.services if not service.alive()]
+        actions.run_pending(wait=0.5)
+        dead: list[Service] = [s for s in bench.services if not s.alive() and (s.name, s.pid) not in reported]
         for service in dead:
-            if service.name not in reported:
-                reported.add(service.name)
-                print(f"  {service.name} stopped (log: {service.log_path}); the rest go on", flush=True)
-        if len(dead) == len(bench.services):
-            raise ServiceFailed("every process has stopped")
-        time.sleep(0.5)
+            reported.add((service.name, service.pid))
+            print(f"  {service.name} stopped (log: {service.log_path}); the rest go on", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from urllib.parse import urlparse
 
+import psutil
 import pytest
 
 from lab import LabBench, MissingDependency
 from lab.browser import chromium
 from lab.clients import RecordingClient, disconnect_all
 from lab.deps import running_in_ci
-from lab.processes import leftover_processes
+from lab.processes import REPO_ROOT, leftover_processes
 
 
 @pytest.fixture
@@ -40,6 +48,86 @@ def bench(request, tmp_path, clients):
     with LabBench(tmp_path / "logs") as lab_bench:
         request.node.lab_bench = lab_bench
         yield lab_bench
+
+
+# -- the demo server, as a learner runs it -------------------------------------------------------
+
+
+class Serve:
+    """`python -m lab.serve NN --port 0 --control-port 0` as a learner runs it (on OS-assigned
+    ports), its output read with deadlines."""
+
+    def __init__(self, chapter: str, *options: str):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lab.serve", chapter, "--port", "0", "--control-port", "0", *options],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        # A thread reads the lines as they come, so a wait can have a deadline.
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # the end of the output
+
+    def read_until(self, text: str, timeout: float = 90) -> str:
+        """Read lines until one holds `text`; fail with what was printed if none does in time."""
+        deadline = time.monotonic() + timeout
+        while not self.output or text not in self.output[-1]:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if not line:
+                raise AssertionError(f"no line with {text!r} in {timeout}s:\n{''.join(self.output)}")
+            self.output.append(line)
+        return "".join(self.output)
+
+    def urls(self) -> dict[str, str]:
+        """Each service's name and URL, as printed: `  chapter      chapter-1       http://...`."""
+        printed = "".join(self.output)
+        return dict(re.findall(r"^[ \t]+\S+[ \t]+(\S+)[ \t]+(http://127\.0\.0\.1:\d+)/", printed, re.M))
+
+    def control_room(self) -> str:
+        """The control room's address, as printed: `Control room: http://127.0.0.1:NNNN/`."""
+        return re.search(r"^Control room: (http://\S+)/$", "".join(self.output), re.M).group(1)
+
+    def stop(self) -> None:
+        """Ctrl-C: it exits cleanly and leaves none of its processes behind."""
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        assert children
+        self.process.send_signal(signal.SIGINT)
+        assert self.process.wait(timeout=15) == 0
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == []
+
+
+@pytest.fixture
+def serving():
+    """Start `python -m lab.serve NN [options]` and wait for it to serve; at teardown, if the test
+    did not stop it, kill its whole tree, not serve alone: its children die with it
+    (PR_SET_PDEATHSIG), but theirs do not, and nginx's workers would live on."""
+    started: list[Serve] = []
+
+    def serve(chapter: str, *options: str) -> Serve:
+        started.append(Serve(chapter, *options))
+        started[-1].read_until("Press Ctrl-C")
+        return started[-1]
+
+    yield serve
+    for serve in started:
+        alive = serve.process.poll() is None
+        tree = psutil.Process(serve.process.pid).children(recursive=True) if alive else []
+        serve.process.kill()
+        serve.process.wait()
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
 
 
 # -- pages in headless Chromium, shared by every chapter's page tests ----------------------------

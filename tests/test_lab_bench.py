@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import re
-import signal
 import socket
-import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 import psutil
 import pytest
@@ -21,6 +15,7 @@ import socketio
 
 from lab import MissingDependency, ServiceFailed
 from lab.apps import healthz, start_apps
+from lab.chapters import CHAPTERS, Ports
 from lab.clients import polling_session
 from lab.deps import require_binary
 from lab.haproxy import render_config as render_haproxy
@@ -93,129 +88,64 @@ def test_a_missing_binary_names_its_install_command(monkeypatch):
         require_binary("nginx")
 
 
-class Serve:
-    """`python -m lab.serve NN --port 0` as a learner runs it, its output read with deadlines."""
-
-    def __init__(self, chapter: str):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lab.serve", chapter, "--port", "0"],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        # A thread reads the lines as they come, so a wait can have a deadline.
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put("")  # the end of the output
-
-    def read_until(self, text: str, timeout: float = 90) -> str:
-        """Read lines until one holds `text`; fail with what was printed if none does in time."""
-        deadline = time.monotonic() + timeout
-        while not self.output or text not in self.output[-1]:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if not line:
-                raise AssertionError(f"no line with {text!r} in {timeout}s:\n{''.join(self.output)}")
-            self.output.append(line)
-        return "".join(self.output)
-
-    def urls(self) -> dict[str, str]:
-        """Each service's name and URL, as printed: `  chapter      chapter-1       http://...`."""
-        return dict(re.findall(r"^\s+\S+\s+(\S+)\s+(http://127\.0\.0\.1:\d+)/", "".join(self.output), re.M))
-
-    def stop(self) -> None:
-        """Ctrl-C: it exits cleanly and leaves none of its processes behind."""
-        children = psutil.Process(self.process.pid).children(recursive=True)
-        assert children
-        self.process.send_signal(signal.SIGINT)
-        assert self.process.wait(timeout=15) == 0
-        gone, alive = psutil.wait_procs(children, timeout=5)
-        assert alive == []
-
-
-@contextlib.contextmanager
-def serving(chapter: str):
-    serve = Serve(chapter)
-    try:
-        serve.read_until("Press Ctrl-C")
-        yield serve
-    finally:
-        # If the test failed, serve never cleaned up: kill its whole tree, not serve alone. Its
-        # children die with it (PR_SET_PDEATHSIG), but theirs do not: nginx's workers would live on.
-        alive = serve.process.poll() is None
-        tree = psutil.Process(serve.process.pid).children(recursive=True) if alive else []
-        serve.process.kill()
-        serve.process.wait()
-        for proc in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-
-
-def test_serve_stops_every_process_on_ctrl_c():
+def test_serve_stops_every_process_on_ctrl_c(serving):
     """The demo server prints each URL, serves them, and Ctrl-C leaves no process behind."""
-    with serving("01") as serve:
-        urls = serve.urls()
-        assert set(urls) == {"chapter-1", "antipattern-1"}, serve.output
-        assert {healthz(url)["instance"] for url in urls.values()} == {"chapter-1", "antipattern-1"}
-        serve.stop()
+    serve = serving("01")
+    urls = serve.urls()
+    names = {"chapter-1", "broadcast-1", "unguarded-1"}
+    assert set(urls) == names, serve.output
+    assert {healthz(url)["instance"] for url in urls.values()} == names
+    serve.stop()
 
 
-def test_serve_04_pairs_sticky_nginx_with_round_robin_and_survives_a_killed_instance():
+def test_serve_04_pairs_sticky_nginx_with_round_robin_and_survives_a_killed_instance(serving):
     """serve 04: sticky nginx beside round-robin nginx; a killed instance is reported; the rest serve on."""
-    with serving("04") as serve:
-        urls = serve.urls()
-        sticky, round_robin = urls["chapter-nginx"], urls["antipattern-nginx"]
-        assert healthz(sticky)["instance"].startswith("chapter-")
-        # The pair the demo shows: long-polling lasts behind one, and breaks behind the other.
-        sid, answers = polling_session(sticky, 5)
-        assert answers == [(200, "OK")] * 5
-        sid, answers = polling_session(round_robin, 5)
-        assert answers == [(400, f'"Invalid session {sid}"')]
+    serve = serving("04", "--twin", "round-robin")
+    urls = serve.urls()
+    sticky, round_robin = urls["chapter-nginx"], urls["round-robin-nginx"]
+    assert healthz(sticky)["instance"].startswith("chapter-")
+    # The pair the demo shows: long-polling lasts behind one, and breaks behind the other.
+    sid, answers = polling_session(sticky, 5)
+    assert answers == [(200, "OK")] * 5
+    sid, answers = polling_session(round_robin, 5)
+    assert answers == [(400, f'"Invalid session {sid}"')]
 
-        # Kill an instance, as the demo suggests: the demo says so and keeps serving.
-        port = int(urls["chapter-2"].rsplit(":", 1)[1])
-        listener = next(c for c in psutil.net_connections("tcp") if c.laddr.port == port and c.pid)
-        psutil.Process(listener.pid).kill()
-        serve.read_until("chapter-2 stopped")
-        assert serve.process.poll() is None
-        wait_until(lambda: healthz(sticky)["status"] == "ok", timeout=15, what="nginx to answer on")
-        serve.stop()
+    # Kill an instance, as the demo suggests: the demo says so and keeps serving.
+    port = int(urls["chapter-2"].rsplit(":", 1)[1])
+    listener = next(c for c in psutil.net_connections("tcp") if c.laddr.port == port and c.pid)
+    psutil.Process(listener.pid).kill()
+    serve.read_until("chapter-2 stopped")
+    assert serve.process.poll() is None
+    wait_until(lambda: healthz(sticky)["status"] == "ok", timeout=15, what="nginx to answer on")
+    serve.stop()
 
 
-def test_serve_05_runs_the_chapter_and_every_twin_with_their_workers():
+def test_serve_05_runs_the_chapter_and_every_twin_with_their_workers(serving):
     """serve 05: the chapter and its three twins, each with Redis, workers and beat; a task runs through."""
-    with serving("05") as serve:
-        urls = serve.urls()
-        assert set(urls) == {
-            "chapter-1",
-            "chapter-2",
-            "no-queue-1",
-            "emit-to-sid-1",
-            "emit-to-sid-2",
-            "duplicates-1",
-            "duplicates-2",
-        }, serve.output
-        assert "chapter-worker-2" in "".join(serve.output) and "chapter-beat" in "".join(serve.output)
-        token = requests.post(f"{urls['chapter-2']}/login", json={"name": "ann"}, timeout=5).json()["token"]
-        client = socketio.SimpleClient()
-        client.connect(urls["chapter-1"], auth={"token": token}, transports=["websocket"])
-        try:
-            task = client.call("start", {"steps": 1}, timeout=5)["task"]
-            # Events in order until the result; figures from beat and progress come first.
-            while (event := client.receive(timeout=20))[0] != "result":
-                pass
-            assert event[1]["task"] == task
-        finally:
-            client.disconnect()
-        serve.stop()
+    serve = serving("05")
+    urls = serve.urls()
+    assert set(urls) == {
+        "chapter-1",
+        "chapter-2",
+        "no-queue-1",
+        "emit-to-sid-1",
+        "emit-to-sid-2",
+        "duplicates-1",
+        "duplicates-2",
+    }, serve.output
+    assert "chapter-worker-2" in "".join(serve.output) and "chapter-beat" in "".join(serve.output)
+    token = requests.post(f"{urls['chapter-2']}/login", json={"name": "ann"}, timeout=5).json()["token"]
+    client = socketio.SimpleClient()
+    client.connect(urls["chapter-1"], auth={"token": token}, transports=["websocket"])
+    try:
+        task = client.call("start", {"steps": 1}, timeout=5)["task"]
+        # Events in order until the result; figures from beat and progress come first.
+        while (event := client.receive(timeout=20))[0] != "result":
+            pass
+        assert event[1]["task"] == task
+    finally:
+        client.disconnect()
+    serve.stop()
 
 
 def test_nginx_fills_real_ports_into_a_copyable_config(bench):
@@ -297,3 +227,35 @@ def test_a_missing_dependency_skips_for_a_learner_and_fails_under_ci(pytester, m
     result = pytester.runpytest_subprocess("-rsf", "-p", "no:cacheprovider")
     result.assert_outcomes(**{outcome: 1})
     result.stdout.fnmatch_lines(["*sudo apt-get install nginx*"])
+
+
+# `PORT=5101 INSTANCE_NAME=chat-1 python antipatterns/03_no_message_queue.py`, optionally after
+# `cd chapters/05_celery &&`: a by-hand command, in a README, a page or a docstring.
+BY_HAND = re.compile(r"(?:cd (\S+) && )?PORT=(\d+) (?:INSTANCE_NAME=\S*?(\d+) )?python (\S+\.py)")
+
+
+def test_serve_uses_the_ports_of_every_by_hand_instruction():
+    """Each `PORT=... python <app>` in the READMEs, pages and docstrings is the port serve gives that app."""
+    planned = {}
+    for chapter in CHAPTERS.values():
+        for k, (_, topology) in enumerate([("chapter", chapter.correct), *chapter.antipatterns]):
+            # A twin whose mistake lies elsewhere (a worker, a config) runs the chapter's own app.
+            own_script = k == 0 or topology.mistake() == topology.script
+            if own_script and topology.balancer is None and topology.gunicorn is None:
+                ports = Ports.of_side(k)
+                for i in range(1, topology.instances + 1):
+                    planned[(topology.script, i)] = ports.instance(i, topology.instances)
+    files = [*REPO_ROOT.glob("chapters/*/README.md"), *REPO_ROOT.glob("chapters/*/*.py")]
+    files += [*REPO_ROOT.glob("antipatterns/*.py"), *REPO_ROOT.glob("docs/**/*.md")]
+    checked, wrong = 0, []
+    for path in files:
+        for cd, port, instance, script in BY_HAND.findall(path.read_text()):
+            app = str((REPO_ROOT / cd / script).resolve().relative_to(REPO_ROOT))
+            key = (app, int(instance or 1))
+            if key in planned:
+                checked += 1
+                if planned[key] != int(port):
+                    wrong.append(
+                        f"{path.relative_to(REPO_ROOT)}: {app} #{key[1]} on {port}, serve: {planned[key]}"
+                    )
+    assert checked >= 10 and wrong == [], "\n".join(wrong)

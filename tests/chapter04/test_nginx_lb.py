@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import socketio
 
-from lab.apps import healthz, start_app
+from lab.apps import healthz, start_app, under_gunicorn
 from lab.clients import address_behind_one_nat, address_in_one_subnet, address_of_user, polling_session
 from lab.loadclient import LoadClient, loopback_sources
 from lab.nginx import access_log, requests_from
@@ -199,16 +198,8 @@ def test_one_subnet_spreads_only_with_a_whole_address_hash(deploy, connect_membe
 
 def start_gunicorn_many_workers(bench, redis_url: str):
     """The chapter app under `gunicorn -c antipatterns/04_gunicorn_many_workers.conf.py app:app`."""
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")  # the one installed beside this Python
-    return start_app(
-        bench,
-        CHAPTER,  # gunicorn runs in its folder and imports app:app
-        name="gunicorn-w4",
-        env={"REDIS_URL": redis_url},
-        command=lambda port: [gunicorn, "-c", str(REPO_ROOT / GUNICORN_MANY_WORKERS), "app:app"],
-        # Each worker names itself gunicorn-w4/worker-N: ready when any answers.
-        answers_as=lambda instance: instance.startswith("gunicorn-w4/worker-"),
-    )
+    options = under_gunicorn(GUNICORN_MANY_WORKERS, "gunicorn-w4")
+    return start_app(bench, CHAPTER, name="gunicorn-w4", env={"REDIS_URL": redis_url}, **options)
 
 
 def test_gunicorn_with_four_workers_on_one_port_breaks_long_polling(bench, deploy, connect_members):

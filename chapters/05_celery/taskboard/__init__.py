@@ -15,10 +15,10 @@ What this shows
 
 How to run it (each terminal, from chapters/05_celery)
     1. redis-server --port 6379
-    2. python app.py                                   (PORT=5001 INSTANCE_NAME=web-2 for a second)
+    2. PORT=5001 INSTANCE_NAME=web-1 python app.py     (PORT=5002 INSTANCE_NAME=web-2 for a second)
     3. celery -A make_celery worker --loglevel INFO
     4. celery -A make_celery beat --loglevel INFO --schedule /tmp/celerybeat-schedule
-    Open http://127.0.0.1:5000 in two browsers, log in as two users, start a report.
+    Open http://127.0.0.1:5001 in two browsers, log in as two users, start a report.
     Settings come from the environment: HOST, PORT, INSTANCE_NAME, REDIS_URL,
     SOCKETIO_CHANNEL, SECRET_KEY (the same on every instance and worker),
     STEP_SECONDS, ALLOWED_ORIGINS, TRUSTED_HOSTS, PRODUCTION=1.
