@@ -12,7 +12,7 @@ from .conftest import WEB
 
 
 def test_bad_calls_get_a_reason_and_one_log_line(start_taskboard):
-    """Extra arguments and a flood of starts: each gets a reason and a failed ack, the log one line each."""
+    """Extra arguments and a flood of cancels: each gets a reason and a failed ack, the log one line each."""
     board = start_taskboard(webs=1, workers=0, beat=False)
     ann = board.connect("ann")
 
