@@ -9,7 +9,21 @@ tree it started on exit.
 Chapters never import this package: each chapter runs on its own.
 """
 
-from lab.deps import MissingDependency
-from lab.processes import LabBench, Service, ServiceFailed, wait_until
+import importlib
 
-__all__ = ["LabBench", "MissingDependency", "Service", "ServiceFailed", "wait_until"]
+# Imported on first use (PEP 562), so `python3 -m lab.preflight` runs on a machine where
+# nothing is pip-installed yet: the package itself needs only the standard library.
+_EXPORTS = {
+    "LabBench": "lab.processes",
+    "MissingDependency": "lab.deps",
+    "Service": "lab.processes",
+    "ServiceFailed": "lab.processes",
+    "wait_until": "lab.processes",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lab' has no attribute {name!r}")
