@@ -34,7 +34,7 @@ import psutil
 import socketio
 
 from lab.chapters import Chapter, Ports, Topology
-from lab.processes import REPO_ROOT, LabBench, Service
+from lab.processes import REPO_ROOT, LabBench, Service, process_tree
 
 PAGE = Path(__file__).with_name("control_room.html")
 ACTIONS = ("stop", "kill", "start")
@@ -249,16 +249,23 @@ class ControlRoom:
         raise KeyError(name)
 
     def _sockets(self) -> tuple[dict[int, int], set[int]]:
-        """Established TCP connections per listening port (server side), and the listening ports;
-        read at most twice a second."""
+        """Established TCP connections per service port (server side), and the ports listened on;
+        read at most twice a second. Only the bench's own process trees are asked: a system-wide
+        psutil.net_connections() needs root on macOS, a process's own sockets do not."""
         when, counts, listening = self._connections
         if time.monotonic() - when > 0.5:
-            connections = psutil.net_connections("tcp")
-            listening = {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
-            counts = {}
-            for conn in connections:
-                if conn.status == psutil.CONN_ESTABLISHED and conn.laddr and conn.laddr.port in listening:
-                    counts[conn.laddr.port] = counts.get(conn.laddr.port, 0) + 1
+            counts, listening = {}, set()
+            for service in self.bench.services:
+                for proc in process_tree(service.pid) if service.alive() else []:
+                    try:
+                        connections = proc.net_connections("tcp")
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue
+                    for conn in connections:
+                        if conn.status == psutil.CONN_LISTEN:
+                            listening.add(conn.laddr.port)
+                        elif conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == service.port:
+                            counts[service.port] = counts.get(service.port, 0) + 1
             self._connections = (time.monotonic(), counts, listening)
         return counts, listening
 

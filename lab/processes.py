@@ -86,7 +86,7 @@ class Service:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left of the tree."""
-        tree = _tree(self.pid)
+        tree = process_tree(self.pid)
         if self.launch.leader_grace and self.alive():
             self.process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -105,7 +105,7 @@ class Service:
 
     def kill(self) -> None:
         """SIGKILL the whole tree at once: a crash, not a shutdown (fault drills)."""
-        tree = _tree(self.pid)
+        tree = process_tree(self.pid)
         _signal_group(self.pid, signal.SIGKILL)
         self.process.wait(5)
         for proc in tree:
@@ -260,7 +260,7 @@ def _tail(service: Service, lines: int = 40) -> str:
     return f"----- {service.log_path} -----\n{text}"
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def process_tree(pid: int) -> list[psutil.Process]:
     try:
         parent = psutil.Process(pid)
         return [parent, *parent.children(recursive=True)]

@@ -16,6 +16,7 @@ import argparse
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 from lab.chapters import CHAPTERS, Chapter, Ports, start_topology
 from lab.control import CHAT_CHAPTERS, Actions, ChatProbe, ControlRoom, Side, kind_of, serve_control_room
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         default="127.0.0.1",
         help="the control room's address (default loopback; its buttons answer loopback only)",
     )
+    parser.add_argument("--log-dir", help="where the logs go (default .lab/serve-NN, emptied first)")
     args = parser.parse_args(argv)
     chapter = CHAPTERS[args.chapter]
     twins = [label for label, _ in chapter.antipatterns]
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGTERM ends the demo like Ctrl-C does, so `with LabBench` always cleans up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    log_dir = REPO_ROOT / ".lab" / f"serve-{chapter.number}"
+    log_dir = Path(args.log_dir) if args.log_dir else REPO_ROOT / ".lab" / f"serve-{chapter.number}"
     shutil.rmtree(log_dir, ignore_errors=True)
     try:
         with LabBench(log_dir) as bench:

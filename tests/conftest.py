@@ -57,9 +57,11 @@ class Serve:
     """`python -m lab.serve NN --port 0 --control-port 0` as a learner runs it (on OS-assigned
     ports), its output read with deadlines."""
 
-    def __init__(self, chapter: str, *options: str):
+    def __init__(self, chapter: str, *options: str, log_dir: str):
+        # Its own log folder: two runs of one chapter would empty each other's .lab/serve-NN.
+        argv = ["--port", "0", "--control-port", "0", "--log-dir", log_dir, *options]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lab.serve", chapter, "--port", "0", "--control-port", "0", *options],
+            [sys.executable, "-m", "lab.serve", chapter, *argv],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -108,14 +110,14 @@ class Serve:
 
 
 @pytest.fixture
-def serving():
+def serving(tmp_path):
     """Start `python -m lab.serve NN [options]` and wait for it to serve; at teardown, if the test
     did not stop it, kill its whole tree, not serve alone: its children die with it
     (PR_SET_PDEATHSIG), but theirs do not, and nginx's workers would live on."""
     started: list[Serve] = []
 
     def serve(chapter: str, *options: str) -> Serve:
-        started.append(Serve(chapter, *options))
+        started.append(Serve(chapter, *options, log_dir=str(tmp_path / f"serve-{len(started)}")))
         started[-1].read_until("Press Ctrl-C")
         return started[-1]
 

@@ -126,3 +126,18 @@ def test_a_hundred_clients_join_a_side_and_leave_it(serving):
     assert service(state, "chapter-1")["connections"] >= 100
     assert requests.post(f"{room}/api/sides/chapter/crowd", json={"add": 0}, timeout=60).json()["asked"] == 0
     serve.stop()
+
+
+def test_the_broadcast_twins_messages_leak_to_the_probe_outside_the_room(serving):
+    """serve 01: the probe in another room hears the broadcast twin's messages, never the chapter's."""
+    serve = serving("01", "--twin", "broadcast")
+    room = serve.control_room()
+
+    def probes() -> dict[str, dict]:
+        state = requests.get(f"{room}/api/state", timeout=5).json()
+        return {side["label"]: side["probe"] for side in state["sides"]}
+
+    wait_until(lambda: probes()["broadcast"]["leaked"] >= 3, timeout=30, what="the twin to leak")
+    chapter = probes()["chapter"]
+    assert chapter["delivered"] >= 3 and chapter["leaked"] == 0 and chapter["lost"] == 0, chapter
+    serve.stop()
