@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,14 @@ def test_a_chapter_reaches_no_other_folder():
         if "chapters" in p.parts and "sys.path" in p.read_text()
     ]
     assert reaching == []
+
+
+def test_each_pages_cdn_fallback_is_the_client_npm_pins():
+    """A page with no local client falls back to the CDN copy of the version package-lock.json pins."""
+    lock = json.loads((REPO_ROOT / "package-lock.json").read_text())
+    pinned = lock["packages"]["node_modules/socket.io-client"]["version"]
+    pages = sorted(REPO_ROOT.glob("chapters/**/templates/*.html"))
+    versions = {
+        str(p.relative_to(REPO_ROOT)): re.findall(r"cdn\.socket\.io/([\d.]+)/", p.read_text()) for p in pages
+    }
+    assert pages and all(found == [pinned] for found in versions.values()), (pinned, versions)
