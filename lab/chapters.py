@@ -80,6 +80,11 @@ class Chapter:
     # What to try in the browsers, printed by `python -m lab.serve` and shown by the control room.
     demo: str = ""
 
+    @property
+    def sides(self) -> tuple[tuple[str, Topology], ...]:
+        """The chapter, labelled "chapter", then each twin: side k of the demo owns Ports.of_side(k)."""
+        return (("chapter", self.correct), *self.antipatterns)
+
 
 # Chapter 05's processes share one signing key, so a token from one instance opens them all.
 CELERY_ENV = {"SECRET_KEY": "serve-05", "STEP_SECONDS": "0.5"}

@@ -15,7 +15,6 @@ the thread that started it ends (PR_SET_PDEATHSIG), so a request thread must nev
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import queue
@@ -23,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,8 +32,10 @@ from typing import Any
 import psutil
 import socketio
 
-from lab.chapters import Chapter, Ports, Topology
+from lab.chapters import Chapter, Topology
+from lab.clients import in_parallel
 from lab.processes import REPO_ROOT, LabBench, Service, process_tree
+from sitegen.twins import header
 
 PAGE = Path(__file__).with_name("control_room.html")
 ACTIONS = ("stop", "kill", "start")
@@ -80,7 +81,6 @@ class Side:
     topology: Topology
     services: list[str]
     entries: list[str]
-    ports: Ports | None = None
     probe: ChatProbe | None = None
     crowd: list[socketio.Client] = field(default_factory=list)
 
@@ -89,14 +89,9 @@ class Side:
         return self.topology.mistake()
 
     def summary(self) -> str:
-        """The first line of the mistake file's docstring (or comment block), or the chapter's."""
+        """The first line of the mistake file's header (the twin's title), or of the chapter's docstring."""
         path = REPO_ROOT / (self.mistake or self.topology.script)
-        text = path.read_text()
-        if path.suffix == ".py":
-            doc = ast.get_docstring(ast.parse(text)) or ""
-            return doc.splitlines()[0] if doc else path.name
-        comments = [line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")]
-        return next((line for line in comments if line), path.name)
+        return next(iter(header(path).splitlines()), path.name)
 
 
 def kind_of(name: str) -> str:
@@ -155,9 +150,7 @@ class ChatProbe:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        clients = [*self.clients, self.outsider]
-        with ThreadPoolExecutor(len(clients)) as pool:
-            list(pool.map(lambda c: _quietly_disconnect(c["sio"]), clients))
+        in_parallel(lambda client: _quietly_disconnect(client["sio"]), [*self.clients, self.outsider])
 
     def _heard(self, client: dict[str, Any], data: Any) -> None:
         match = re.fullmatch(rf"probe {re.escape(self.label)} #(\d+)", str((data or {}).get("text", "")))
@@ -346,9 +339,7 @@ class ControlRoom:
         side = next(side for side in self.sides if side.label == label)
         if add <= 0:
             leaving, side.crowd = side.crowd, []
-            if leaving:
-                with ThreadPoolExecutor(min(len(leaving), 50)) as pool:
-                    list(pool.map(_quietly_disconnect, leaving))
+            in_parallel(_quietly_disconnect, leaving)
             return {"asked": 0, "connected": 0}
         joining = [socketio.Client(reconnection=False) for _ in range(min(add, CROWD_SIZE))]
 
@@ -358,8 +349,7 @@ class ControlRoom:
                 sio.connect(side.entries[i % len(side.entries)], transports=["websocket"], wait_timeout=5)
 
         side.crowd.extend(joining)
-        with ThreadPoolExecutor(50) as pool:
-            list(pool.map(connect, enumerate(joining)))
+        in_parallel(connect, list(enumerate(joining)))
         return {"asked": len(side.crowd), "connected": sum(1 for sio in side.crowd if sio.connected)}
 
     def close(self) -> None:

@@ -92,9 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def start_sides(bench: LabBench, chapter: Chapter, first_port: int, only: list[str] | None) -> list[Side]:
     """Start the chapter and its twins (all, or those named), each on its fixed ports."""
-    everything = [("chapter", chapter.correct), *chapter.antipatterns]
     sides = []
-    for k, (label, topology) in enumerate(everything):
+    for k, (label, topology) in enumerate(chapter.sides):
         if k and only and label not in only:
             continue  # a twin's ports stay its own whether or not the others run
         ports = Ports.of_side(k, first_port) if first_port else None
@@ -115,7 +114,7 @@ def start_sides(bench: LabBench, chapter: Chapter, first_port: int, only: list[s
         if chapter.number in CHAT_CHAPTERS:
             # Behind a balancer, the probes connect as browsers do: long-polling, then upgrade.
             probe = ChatProbe(label, entries, transport=None if balancer else "websocket")
-        sides.append(Side(label, topology, names, entries, ports, probe))
+        sides.append(Side(label, topology, names, entries, probe))
     return sides
 
 

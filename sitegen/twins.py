@@ -74,7 +74,7 @@ def all_twins() -> list[Path]:
     return sorted(p for p in TWINS_DIR.iterdir() if p.suffix in (".py", ".conf"))
 
 
-def _header(path: Path) -> str:
+def header(path: Path) -> str:
     """A Python twin's docstring, or an nginx twin's leading comment block, without the `#`."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".py":
@@ -90,7 +90,7 @@ def _header(path: Path) -> str:
 def load(path: Path) -> Twin:
     """Read a twin's header: its title, its sections, and what it declares as different."""
     path = Path(path).resolve()
-    lines = _header(path).splitlines()
+    lines = header(path).splitlines()
     title = lines[0] if lines else ""
     sections: dict[str, list[str]] = {}
     current = None

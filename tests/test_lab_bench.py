@@ -238,7 +238,7 @@ def test_serve_uses_the_ports_of_every_by_hand_instruction():
     """Each `PORT=... python <app>` in the READMEs, pages and docstrings is the port serve gives that app."""
     planned = {}
     for chapter in CHAPTERS.values():
-        for k, (_, topology) in enumerate([("chapter", chapter.correct), *chapter.antipatterns]):
+        for k, (_, topology) in enumerate(chapter.sides):
             # A twin whose mistake lies elsewhere (a worker, a config) runs the chapter's own app.
             own_script = k == 0 or topology.mistake() == topology.script
             if own_script and topology.balancer is None and topology.gunicorn is None:

@@ -128,7 +128,7 @@ def test_the_ports_checked_are_the_ports_serve_uses():
     """Preflight checks exactly the ports `nox -s serve` binds: every side's block and the control room."""
     used = {CONTROL_ROOM_PORT}
     for chapter in CHAPTERS.values():
-        for k, (_, topology) in enumerate([("chapter", chapter.correct), *chapter.antipatterns]):
+        for k, (_, topology) in enumerate(chapter.sides):
             ports = Ports.of_side(k)
             used |= {ports.instance(i, topology.instances) for i in range(1, topology.instances + 1)}
             used |= {ports.balancer} if topology.balancer else set()
