@@ -147,7 +147,11 @@ def cover(session: nox.Session) -> None:
     _install_tests(session)
     _check_floor_follows_record(session)
     shutil.rmtree(COVERAGE_DATA, ignore_errors=True)
-    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    # timeout_method=thread: a timeout's SIGALRM that lands inside a weakref callback (Hypothesis
+    # keeps a WeakKeyDictionary) is swallowed, and a hung test then hangs the whole run; the
+    # thread method ends the run with every thread's stack instead. Only pytest's own process
+    # is lost, and it measures nothing: the apps run in processes of their own.
+    session.run("coverage", "run", "-m", "pytest", "-o", "timeout_method=thread", *session.posargs)
     session.run("coverage", "combine", "--quiet")
     report = COVERAGE_DATA / "coverage.json"
     session.run("coverage", "json", "--quiet", "--fail-under=0", "-o", str(report))

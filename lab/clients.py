@@ -116,8 +116,9 @@ class RecordingClient:
         return self
 
     def disconnect(self) -> None:
-        if self.sio.connected:
-            self.sio.disconnect()
+        """Disconnect, or stop reconnecting: a client with `reconnection=True` whose server has
+        gone retries forever in a thread of its own, which `disconnect()` alone leaves running."""
+        self.sio.shutdown()
 
     def drop(self) -> None:
         """Lose the connection as a wifi blip does: the TCP connection ends with no goodbye.

@@ -230,12 +230,32 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_sessionfinish(session):
-    """The run ends with no process that a bench started still alive."""
+    """The run ends with no process that a bench started still alive, and no client of ours
+    still trying to reconnect to a server that has gone (a thread each, retrying forever)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reporter.ensure_newline()
     leftovers = leftover_processes()
     if leftovers:
         for proc in leftovers:
             proc.kill()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            f"FAILED: processes outlived the test run: {[p.pid for p in leftovers]}", red=True
+        pids = [proc.pid for proc in leftovers]
+        reporter.write_line(f"FAILED: processes outlived the test run: {pids}", red=True)
+    reconnecting = _reconnecting_clients(grace=5)
+    if reconnecting:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter.write_line(
+            f"FAILED: {len(reconnecting)} Socket.IO clients still reconnecting after the run "
+            "(close them with RecordingClient.disconnect, which calls shutdown())",
+            red=True,
         )
+
+
+def _reconnecting_clients(grace: float) -> list[threading.Thread]:
+    """python-socketio's reconnect loops still running after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = [t for t in threading.enumerate() if "_handle_reconnect" in t.name]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
