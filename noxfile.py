@@ -21,6 +21,7 @@ import shutil
 import sys
 import tomllib
 from pathlib import Path
+from xml.etree import ElementTree
 
 import nox
 
@@ -151,12 +152,21 @@ def cover(session: nox.Session) -> None:
     # keeps a WeakKeyDictionary) is swallowed, and a hung test then hangs the whole run; the
     # thread method ends the run with every thread's stack instead. Only pytest's own process
     # is lost, and it measures nothing: the apps run in processes of their own.
-    session.run("coverage", "run", "-m", "pytest", "-o", "timeout_method=thread", *session.posargs)
+    # A failing test still leaves the report to read; the figure is recorded only from a green run.
+    results = COVERAGE_DATA / "junit.xml"
+    session.run(
+        "coverage", "run", "-m", "pytest", "-o", "timeout_method=thread", f"--junitxml={results}",
+        *session.posargs, success_codes=[0, 1],
+    )  # fmt: skip
+    suite = ElementTree.parse(results).getroot().find("testsuite")
+    passed = suite is not None and int(suite.get("failures", 0)) + int(suite.get("errors", 0)) == 0
     session.run("coverage", "combine", "--quiet")
     report = COVERAGE_DATA / "coverage.json"
     session.run("coverage", "json", "--quiet", "--fail-under=0", "-o", str(report))
-    if session.posargs:
+    if session.posargs or not passed:
         session.run("coverage", "report", "--fail-under=0")
+        if not passed:
+            session.error("Tests failed, so the figure above is not recorded: fix them, run `nox -s cover`.")
         session.log("A partial run: the floor is not checked and docs/bench/coverage.json is left as it is.")
         return
     session.run("coverage", "report")  # exits 2 below [tool.coverage.report] fail_under
