@@ -193,6 +193,18 @@ def _skip_or_fail_on_missing(outcome) -> None:
             outcome.force_exception(pytest.skip.Exception(str(missing)))
 
 
+def pytest_configure(config):
+    """Under `nox -s cover`, pytest's own process stops measuring at once. It runs no chapter
+    code (every app, worker and twin runs in a process of its own, each measuring itself), and
+    tracing the harness's thousands of client threads only slowed it: a cover run hung for
+    180 s inside a fork the bench made to start an app."""
+    if "coverage" in sys.modules:
+        import coverage
+
+        if (current := coverage.Coverage.current()) is not None:
+            current.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
     _skip_or_fail_on_missing((yield))
