@@ -207,6 +207,7 @@ CHAPTERS: dict[str, Chapter] = {
                     instances=2,
                     needs_redis=True,
                     env=CELERY_ENV,
+                    workers=1,  # the reports still need one; the figures come from the instances
                 ),
             ),
         ),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import requests
 import socketio
 
 from lab.chapters import Chapter, Topology
@@ -40,8 +41,6 @@ from sitegen.twins import header
 PAGE = Path(__file__).with_name("control_room.html")
 ACTIONS = ("stop", "kill", "start")
 CROWD_SIZE = 100
-# The chat chapters' protocol: join a room, write to it, hear "message" from everyone in it.
-CHAT_CHAPTERS = {"01", "02", "03", "04"}
 
 
 class Actions:
@@ -81,7 +80,7 @@ class Side:
     topology: Topology
     services: list[str]
     entries: list[str]
-    probe: ChatProbe | None = None
+    probe: Probe | None = None
     crowd: list[socketio.Client] = field(default_factory=list)
 
     @property
@@ -107,63 +106,117 @@ def kind_of(name: str) -> str:
     return "worker" if re.search(r"-worker-\d+$", name) else "instance"
 
 
-class ChatProbe:
-    """Probe clients on every entry of one side, in one room, plus one outsider in another.
+@dataclass
+class ProbeClient:
+    """One probe's connection: where it goes, and whether it is ready (joined its room, say)."""
 
-    Each second one probe writes "probe <side> #n" to the room. Every probe in the room when
-    it was sent should hear it: a delivery. One that has not within LOST_AFTER seconds: lost.
-    The outsider should hear none of it: each one it hears leaked out of its room.
+    name: str
+    url: str
+    sio: socketio.Client
+    ready: bool = False
+    connecting: bool = False
+    last_try: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        return self.ready and self.sio.connected
+
+
+class Probe:
+    """Probe clients on every entry of one side, plus one outsider, counting what each hears.
+
+    Each second one probe sends something every probe should hear (`send`). Each probe that
+    hears it is a delivery; one that has not within LOST_AFTER seconds, a loss. The outsider
+    should hear none of it: each one it hears leaked. A subclass says what is sent and heard.
     """
 
-    ROOM, ELSEWHERE = "control-room", "control-elsewhere"
     LOST_AFTER = 5.0
     INTERVAL = 1.0
+    RETRY = 2.0
+    # What the page shows, in order: (key in figures(), label).
+    COUNTERS: tuple[tuple[str, str], ...] = (
+        ("sent", "sent"),
+        ("delivered", "delivered"),
+        ("lost", "lost"),
+        ("leaked", "leaked"),
+        ("slowest_ms", "slowest ms"),
+        ("in_room", "in the room"),
+        ("connects", "connects"),
+        ("failed_connects", "failed connects"),
+    )
 
     def __init__(self, label: str, entries: list[str], transport: str | None):
         self.label = label
+        self.connects, self.failed_connects, self.last_error = 0, 0, ""
         self.transports = [transport] if transport else None
         self._lock = threading.Lock()
         self.sent = self.delivered = self.lost = self.leaked = 0
         self.latencies: list[tuple[float, float]] = []  # (when, seconds) of recent deliveries
-        self.pending: dict[int, tuple[float, set[str]]] = {}
-        self.clients = [self._client(f"probe-{i}", url, self.ROOM) for i, url in enumerate(entries, 1)]
-        self.outsider = self._client("outsider", entries[0], self.ELSEWHERE)
+        self.pending: dict[Any, tuple[float, set[str]]] = {}
+        self.clients = [self._client(f"probe-{i}", url) for i, url in enumerate(entries, 1)]
+        self.outsider = self._client("outsider", entries[0], outsider=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"probe-{label}", daemon=True)
 
-    def _client(self, name: str, url: str, room: str) -> dict[str, Any]:
-        sio = socketio.Client(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=2)
-        client = {"name": name, "url": url, "room": room, "sio": sio, "joined": False, "tried": 0.0}
+    def _client(self, name: str, url: str, outsider: bool = False) -> ProbeClient:
+        # The probe's own loop reconnects it (every RETRY seconds), not python-socketio's thread:
+        # one thread per side, and nothing left retrying when the demo stops.
+        sio = socketio.Client(reconnection=False)
+        client = ProbeClient(name, url, sio)
 
-        def joined(answer: Any = None) -> None:
-            client["joined"] = isinstance(answer, dict) and answer.get("ok") is True
+        def connected() -> None:
+            with self._lock:
+                self.connects += 1  # the first time, and every reconnect: a page that flaps counts up
+            self.connected(client, outsider)
 
-        # A reconnect lands in no room: join again each time, as the chapter pages do.
-        sio.on("connect", lambda: sio.emit("join", {"room": room, "name": name}, callback=joined))
-        sio.on("disconnect", lambda reason=None: client.update(joined=False))
-        sio.on("message", lambda data: self._heard(client, data))
+        def disconnected(reason: Any = None) -> None:
+            client.ready = False
+            with self._lock:
+                self.last_error = f"disconnected: {reason}"
+
+        sio.on("connect", connected)
+        sio.on("disconnect", disconnected)
+        self.listen(client, outsider)
         return client
+
+    def listen(self, client: ProbeClient, outsider: bool) -> None:
+        """Register the client's handlers for what it hears; set `client.ready` once it may be sent to."""
+        raise NotImplementedError
+
+    def connected(self, client: ProbeClient, outsider: bool) -> None:
+        """The client (re)connected: what a page does then (join its room, say)."""
+
+    def send(self, sender: ProbeClient, n: int, audience: list[ProbeClient]) -> None:
+        """Send the n-th probe from `sender`; call expect() with what every one in `audience` should hear."""
+        raise NotImplementedError
+
+    def connect(self, client: ProbeClient) -> None:
+        client.sio.connect(client.url, transports=self.transports, wait_timeout=3)
 
     def start(self) -> None:
         self._thread.start()
 
-    def close(self) -> None:
+    def halt(self) -> list[socketio.Client]:
+        """Stop sending and connecting; returns the clients to close. A send or connect under
+        way (3 s at most) is not waited for: the thread is a daemon, and its clients close next."""
         self._stop.set()
-        self._thread.join(5)
-        in_parallel(lambda client: _quietly_disconnect(client["sio"]), [*self.clients, self.outsider])
+        return [client.sio for client in (*self.clients, self.outsider)]
 
-    def _heard(self, client: dict[str, Any], data: Any) -> None:
-        match = re.fullmatch(rf"probe {re.escape(self.label)} #(\d+)", str((data or {}).get("text", "")))
-        if not match:
-            return
-        n = int(match.group(1))
+    def expect(self, key: Any, audience: list[ProbeClient]) -> None:
+        """Each of `audience` should now hear `key`."""
+        with self._lock:
+            self.pending[key] = (time.monotonic(), {client.name for client in audience})
+            self.sent += 1
+
+    def heard(self, client: ProbeClient, key: Any) -> None:
+        """`client` heard `key`: a delivery, a leak, or nothing (a repeat, or not ours)."""
         with self._lock:
             if client is self.outsider:
                 self.leaked += 1
                 return
-            sent_at, waiting = self.pending.get(n, (0.0, set()))
-            if client["name"] in waiting:
-                waiting.discard(client["name"])
+            sent_at, waiting = self.pending.get(key, (0.0, set()))
+            if client.name in waiting:
+                waiting.discard(client.name)
                 self.delivered += 1
                 now = time.monotonic()
                 self.latencies.append((now, now - sent_at))
@@ -172,37 +225,43 @@ class ChatProbe:
         n, turn = 0, 0
         while not self._stop.wait(self.INTERVAL):
             for client in (*self.clients, self.outsider):
-                self._connect_if_never_did(client)
+                if not self._stop.is_set():
+                    self._connect_if_down(client)
             now = time.monotonic()
             with self._lock:
-                for number, (sent_at, waiting) in list(self.pending.items()):
+                for key, (sent_at, waiting) in list(self.pending.items()):
                     if now - sent_at >= self.LOST_AFTER:
                         self.lost += len(waiting)
-                        del self.pending[number]
+                        del self.pending[key]
                 self.latencies = [(t, s) for t, s in self.latencies if now - t < 10]
-            in_room = [c for c in self.clients if c["joined"] and c["sio"].connected]
-            if not in_room:
+            audience = [client for client in self.clients if client.live]
+            if not audience or self._stop.is_set():
                 continue
-            sender = in_room[turn % len(in_room)]
+            sender = audience[turn % len(audience)]
             turn += 1
             n += 1
-            with self._lock:
-                self.pending[n] = (time.monotonic(), {c["name"] for c in in_room})
-                self.sent += 1
             with contextlib.suppress(socketio.exceptions.SocketIOError):
-                sender["sio"].emit("message", {"room": self.ROOM, "text": f"probe {self.label} #{n}"})
+                self.send(sender, n, audience)
 
-    def _connect_if_never_did(self, client: dict[str, Any]) -> None:
-        """A client that never connected retries every 2 s; once connected, it reconnects itself."""
-        sio = client["sio"]
-        if sio.connected or client.get("ever") or time.monotonic() - client["tried"] < 2:
+    def _connect_if_down(self, client: ProbeClient) -> None:
+        """Connect a client that is down, at most every RETRY seconds, as a page does; each on a
+        thread of its own. A failed connect can take long: behind round-robin nginx, python-
+        engineio's client waits out its websocket's ping timeout (about 45 s) before it gives up."""
+        if client.sio.connected or client.connecting or time.monotonic() - client.last_try < self.RETRY:
             return
-        client["tried"] = time.monotonic()
-        try:
-            sio.connect(client["url"], transports=self.transports, wait_timeout=3)
-            client["ever"] = True
-        except socketio.exceptions.ConnectionError:
-            pass
+        client.connecting = True
+
+        def attempt() -> None:
+            try:
+                self.connect(client)
+            except (socketio.exceptions.ConnectionError, OSError) as error:
+                with self._lock:
+                    self.failed_connects += 1
+                    self.last_error = str(error)[:200]
+            finally:
+                client.last_try, client.connecting = time.monotonic(), False
+
+        threading.Thread(target=attempt, name=f"probe-{self.label}-{client.name}", daemon=True).start()
 
     def figures(self) -> dict[str, Any]:
         with self._lock:
@@ -213,9 +272,138 @@ class ChatProbe:
                 "lost": self.lost,
                 "leaked": self.leaked,
                 "slowest_ms": round(max(recent) * 1000) if recent else None,
+                "in_room": f"{sum(1 for client in self.clients if client.live)}/{len(self.clients)}",
+                "connects": self.connects,
+                "failed_connects": self.failed_connects,
+                "last_error": self.last_error,
                 "probes": len(self.clients),
-                "in_room": sum(1 for c in self.clients if c["joined"] and c["sio"].connected),
+                "ready": sum(1 for client in self.clients if client.live),
             }
+
+
+class ChatProbe(Probe):
+    """The chat chapters (01-04): the probes share a room, the outsider is in another.
+
+    Each second one probe writes "probe <side> #n" to the room; every probe in the room
+    should hear it, the outsider never.
+    """
+
+    ROOM, ELSEWHERE = "control-room", "control-elsewhere"
+
+    def listen(self, client: ProbeClient, outsider: bool) -> None:
+        client.sio.on("message", lambda data: self._message(client, data))
+
+    def connected(self, client: ProbeClient, outsider: bool) -> None:
+        """A reconnect lands in no room: join again each time, as the chapter pages do."""
+
+        def joined(answer: Any = None) -> None:
+            client.ready = isinstance(answer, dict) and answer.get("ok") is True
+
+        room = self.ELSEWHERE if outsider else self.ROOM
+        client.sio.emit("join", {"room": room, "name": client.name}, callback=joined)
+
+    def _message(self, client: ProbeClient, data: Any) -> None:
+        text = str(data.get("text", "")) if isinstance(data, dict) else ""
+        if match := re.fullmatch(rf"probe {re.escape(self.label)} #(\d+)", text):
+            self.heard(client, int(match.group(1)))
+
+    def send(self, sender: ProbeClient, n: int, audience: list[ProbeClient]) -> None:
+        self.expect(n, audience)
+        sender.sio.emit("message", {"room": self.ROOM, "text": f"probe {self.label} #{n}"})
+
+
+class TaskProbe(Probe):
+    """Chapter 05: the probes are one user's pages, one per instance; the outsider is another user.
+
+    Each second one page starts a one-step report. Every page of the user should get its
+    result, whichever instance it is on and whichever worker ran it; the other user never.
+    It also counts the dashboard figures the first page hears: one producer, one a second.
+    """
+
+    COUNTERS = (
+        ("sent", "tasks started"),
+        ("delivered", "results delivered"),
+        ("lost", "lost"),
+        ("leaked", "leaked"),
+        ("slowest_ms", "slowest ms"),
+        ("figures_per_s", "figures/s"),
+        ("producers", "producers"),
+        ("in_room", "pages in"),
+        ("connects", "connects"),
+        ("failed_connects", "failed connects"),
+    )
+    FIGURES_OVER = 5.0  # seconds the figure rate is averaged over
+
+    def __init__(self, label: str, entries: list[str], transport: str | None):
+        self.early: dict[str, list[tuple[ProbeClient, float]]] = {}  # results that beat their ack
+        self.figures_heard: list[tuple[float, str]] = []  # (when, producer)
+        self.refused = 0
+        super().__init__(label, entries, transport)
+
+    def user(self, client: ProbeClient) -> str:
+        """Every probe page is one user; the outsider is another."""
+        return f"{client.name}-{self.label}" if client.name == "outsider" else f"probe-{self.label}"
+
+    def listen(self, client: ProbeClient, outsider: bool) -> None:
+        client.sio.on("welcome", lambda data=None: setattr(client, "ready", True))
+        client.sio.on("result", lambda data: self._result(client, data))
+        if client.name == "probe-1":  # one page counts the figures: each goes to every page
+            client.sio.on("figure", self._figure)
+
+    def connect(self, client: ProbeClient) -> None:
+        """Log in (POST /login, as the page does) at every connect and reconnect: a callable auth."""
+
+        def auth() -> dict[str, str]:
+            answer = requests.post(f"{client.url}/login", json={"name": self.user(client)}, timeout=3)
+            answer.raise_for_status()
+            return {"token": answer.json()["token"]}
+
+        client.sio.connect(client.url, transports=self.transports, wait_timeout=3, auth=auth)
+
+    def send(self, sender: ProbeClient, n: int, audience: list[ProbeClient]) -> None:
+        reply = sender.sio.call("start", {"steps": 1}, timeout=3)
+        if not (isinstance(reply, dict) and reply.get("ok")):
+            with self._lock:
+                self.refused += 1
+            return
+        task = reply["task"]
+        self.expect(task, audience)
+        with self._lock:
+            early = self.early.pop(task, [])
+        for client, _ in early:
+            self.heard(client, task)
+
+    def _result(self, client: ProbeClient, data: Any) -> None:
+        task = data.get("task") if isinstance(data, dict) else None
+        with self._lock:
+            if task not in self.pending and client is not self.outsider:
+                # Before its ack (call() returns after the handler thread runs): keep it 10 s.
+                now = time.monotonic()
+                self.early = {t: heard for t, heard in self.early.items() if now - heard[0][1] < 10}
+                self.early.setdefault(task, []).append((client, now))
+                return
+        self.heard(client, task)
+
+    def _figure(self, data: Any) -> None:
+        producer = str(data.get("producer")) if isinstance(data, dict) else "?"
+        with self._lock:
+            now = time.monotonic()
+            self.figures_heard = [(t, p) for t, p in self.figures_heard if now - t < self.FIGURES_OVER]
+            self.figures_heard.append((now, producer))
+
+    def figures(self) -> dict[str, Any]:
+        figures = super().figures()
+        with self._lock:
+            now = time.monotonic()
+            recent = [producer for t, producer in self.figures_heard if now - t < self.FIGURES_OVER]
+            figures["figures_per_s"] = round(len(recent) / self.FIGURES_OVER, 1)
+            figures["producers"] = len(set(recent))
+            figures["refused"] = self.refused
+        return figures
+
+
+# Which probe a chapter's demo runs: what its pages send and should hear.
+PROBES: dict[str, type[Probe]] = {**dict.fromkeys(("01", "02", "03", "04"), ChatProbe), "05": TaskProbe}
 
 
 def _quietly_disconnect(sio: socketio.Client) -> None:
@@ -296,6 +484,7 @@ class ControlRoom:
                     "entries": side.entries,
                     "services": [self._service_state(name) for name in side.services],
                     "probe": side.probe.figures() if side.probe else None,
+                    "counters": side.probe.COUNTERS if side.probe else [],
                     "crowd": {
                         "asked": len(side.crowd),
                         "connected": sum(1 for sio in side.crowd if sio.connected),
@@ -353,10 +542,11 @@ class ControlRoom:
         return {"asked": len(side.crowd), "connected": sum(1 for sio in side.crowd if sio.connected)}
 
     def close(self) -> None:
-        for side in self.sides:
-            if side.probe:
-                side.probe.close()
-            self.crowd(side.label, 0)
+        """Every probe and crowd client of every side leaves at once: a polite websocket
+        disconnect takes about 3 s, one side after another would add up past Ctrl-C's patience."""
+        leaving = [side.probe.halt() for side in self.sides if side.probe]
+        leaving += [side.crowd for side in self.sides]
+        in_parallel(_quietly_disconnect, [sio for group in leaving for sio in group])
 
 
 def make_handler(room: ControlRoom, origin_ports: set[int]) -> type[BaseHTTPRequestHandler]:

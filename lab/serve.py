@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from lab.chapters import CHAPTERS, Chapter, Ports, start_topology
-from lab.control import CHAT_CHAPTERS, Actions, ChatProbe, ControlRoom, Side, kind_of, serve_control_room
+from lab.control import PROBES, Actions, ControlRoom, Side, kind_of, serve_control_room
 from lab.deps import MissingDependency
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
@@ -110,10 +110,10 @@ def start_sides(bench: LabBench, chapter: Chapter, first_port: int, only: list[s
         instances = [s for s in services if kind_of(s.name) == "instance"]
         # Two pages through one balancer, as two users; else one page per instance.
         entries = [balancer.url] * 2 if balancer else [s.url for s in instances]
-        probe = None
-        if chapter.number in CHAT_CHAPTERS:
-            # Behind a balancer, the probes connect as browsers do: long-polling, then upgrade.
-            probe = ChatProbe(label, entries, transport=None if balancer else "websocket")
+        # Behind a balancer the probes stay on long-polling, a browser's first seconds: each
+        # request is routed afresh, so a balancer that is not sticky shows, every time. (Upgraded
+        # at once, python's client would sometimes land its websocket on the right instance.)
+        probe = PROBES[chapter.number](label, entries, transport="polling" if balancer else "websocket")
         sides.append(Side(label, topology, names, entries, probe))
     return sides
 

@@ -23,6 +23,12 @@ def service(state: dict, name: str) -> dict:
     return next(s for side in state["sides"] for s in side["services"] if s["name"] == name)
 
 
+def probes(room: str) -> dict[str, dict]:
+    """Each side's probe figures, by side label, as the page reads them."""
+    state = requests.get(f"{room}/api/state", timeout=5).json()
+    return {side["label"]: side["probe"] for side in state["sides"]}
+
+
 def test_the_redis_button_stops_and_restarts_the_real_redis_while_the_twin_loses_messages(serving, browser):
     """serve 03: every side drawn live; the Redis button stops and restarts the real redis-server."""
     serve = serving("03")
@@ -132,12 +138,76 @@ def test_the_broadcast_twins_messages_leak_to_the_probe_outside_the_room(serving
     """serve 01: the probe in another room hears the broadcast twin's messages, never the chapter's."""
     serve = serving("01", "--twin", "broadcast")
     room = serve.control_room()
-
-    def probes() -> dict[str, dict]:
-        state = requests.get(f"{room}/api/state", timeout=5).json()
-        return {side["label"]: side["probe"] for side in state["sides"]}
-
-    wait_until(lambda: probes()["broadcast"]["leaked"] >= 3, timeout=30, what="the twin to leak")
-    chapter = probes()["chapter"]
+    wait_until(lambda: probes(room)["broadcast"]["leaked"] >= 3, timeout=30, what="the twin to leak")
+    chapter = probes(room)["chapter"]
     assert chapter["delivered"] >= 3 and chapter["leaked"] == 0 and chapter["lost"] == 0, chapter
+    serve.stop()
+
+
+def test_behind_round_robin_nginx_no_probe_connects_while_sticky_nginx_delivers(serving):
+    """serve 04: through sticky nginx every polling probe is in the room; through round-robin nginx none."""
+    serve = serving("04", "--twin", "round-robin")
+    room = serve.control_room()
+    wait_until(
+        lambda: probes(room)["chapter"]["sent"] >= 10, timeout=45, what="ten probe messages on the chapter"
+    )
+    chapter, round_robin = probes(room)["chapter"], probes(room)["round-robin"]
+    assert chapter["in_room"] == "2/2" and chapter["lost"] == 0, chapter
+    assert chapter["delivered"] >= 2 * 10, chapter
+    # Each long-polling request lands on another instance, which does not know the session
+    # (400 Invalid session): every connect fails, and no probe gets into the room.
+    assert round_robin["sent"] == 0 and round_robin["in_room"] == "0/2", round_robin
+    assert round_robin["failed_connects"] >= 2 and round_robin["connects"] == 0, round_robin
+    serve.stop()
+
+
+def test_serve_05_counts_results_and_figures_and_each_twin_fails_its_own_way(serving):
+    """serve 05: each user's pages get every result, one figure a second; each twin fails its own way."""
+    serve = serving("05")
+    assert set(serve.urls()) == {
+        "chapter-1",
+        "chapter-2",
+        "no-queue-1",
+        "emit-to-sid-1",
+        "emit-to-sid-2",
+        "duplicates-1",
+        "duplicates-2",
+    }, serve.output
+    room = serve.control_room()
+
+    def moved(figures: dict[str, dict]) -> bool:
+        return (
+            figures["chapter"]["delivered"] >= 6
+            and figures["no-queue"]["lost"] >= 2
+            and figures["emit-to-sid"]["lost"] >= 2
+            and figures["duplicates"]["delivered"] >= 2
+        )
+
+    wait_until(lambda: moved(probes(room)), timeout=60, what="every side's counters to move")
+    figures = probes(room)
+    chapter, no_queue, emit_to_sid, duplicates = (
+        figures[side] for side in ("chapter", "no-queue", "emit-to-sid", "duplicates")
+    )
+    # The chapter: each result reaches both pages of the user, never the other user; beat alone
+    # produces the dashboard figure, about once a second.
+    assert chapter["lost"] == 0 and chapter["leaked"] == 0, chapter
+    assert chapter["producers"] == 1 and 0.6 <= chapter["figures_per_s"] <= 1.4, chapter
+    # no-queue: the worker emits into its own process; no result, no figure reaches a page.
+    assert no_queue["delivered"] == 0 and no_queue["figures_per_s"] == 0, no_queue
+    # emit-to-sid: only the page that started a task hears its result, not the user's other page.
+    assert emit_to_sid["delivered"] > 0 and emit_to_sid["lost"] > 0, emit_to_sid
+    # duplicates: results are fine, but each instance produces its own figure: two a second.
+    assert duplicates["lost"] == 0 and duplicates["producers"] == 2, duplicates
+    assert duplicates["figures_per_s"] >= 1.6, duplicates
+
+    # Kill a worker from the page: the real process goes, and the other worker carries on.
+    worker = service(requests.get(f"{room}/api/state", timeout=5).json(), "chapter-worker-1")
+    killed = requests.post(f"{room}/api/services/chapter-worker-1/kill", json={}, timeout=10).json()
+    assert killed["state"] == "stopped" and not psutil.pid_exists(worker["pid"])
+    delivered = probes(room)["chapter"]["delivered"]
+    wait_until(
+        lambda: probes(room)["chapter"]["delivered"] >= delivered + 4,
+        timeout=30,
+        what="the other worker to carry on",
+    )
     serve.stop()

