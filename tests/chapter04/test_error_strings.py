@@ -1,14 +1,16 @@
 """Chapter 04's error strings, verbatim, as python-engineio and nginx print them (docs/troubleshooting.md).
 
 test_nginx_lb.py already asserts the 400 `"Invalid session <sid>"` a client gets behind
-round-robin nginx and `gunicorn -w 4`; here, the line the instance logs, and nginx's alert
-when its connections run out.
+round-robin nginx and `gunicorn -w 4`; here, the line the instance logs, nginx's alert
+when its connections run out, and HAProxy's refusal to start below the open files it needs.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import resource
+import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -16,7 +18,9 @@ import requests
 import websocket
 
 from lab.apps import start_apps
-from lab.processes import REPO_ROOT, wait_until
+from lab.deps import require_binary
+from lab.haproxy import render_config
+from lab.processes import REPO_ROOT, free_port, wait_until
 from lab.redis_server import start_redis
 
 CHAPTER = "chapters/04_nginx_lb/app.py"
@@ -82,3 +86,29 @@ def test_nginx_out_of_worker_connections_says_they_are_not_enough(deploy, tmp_pa
     assert refused >= 1
     alert = next(line for line in deployment.proxy.log_text().splitlines() if NOT_ENOUGH in line)
     assert "[alert]" in alert, alert
+
+
+def test_haproxy_refuses_to_start_below_the_open_files_its_maxconn_needs(tmp_path):
+    """HAProxy, run on the chapter's haproxy.cfg under a hard limit of 1,024 open files, refuses to start."""
+    config = (REPO_ROOT / "chapters/04_nginx_lb/haproxy.cfg").read_text(encoding="utf-8")
+    maxconn = int(re.search(r"^\s*maxconn\s+(\d+)", config, re.M).group(1))
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(render_config(config, free_port(), [("chat-1", f"127.0.0.1:{free_port()}")]))
+
+    def low_limit() -> None:  # in the child, before haproxy runs: what a default `ulimit -n` gives
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    ran = subprocess.run(
+        [require_binary("haproxy"), "-f", str(path), "-db"],
+        preexec_fn=low_limit,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+    assert ran.returncode != 0
+    # Two descriptors per connection (the browser's and the instance's), and a few of its own:
+    # the string haproxy.cfg quotes, which docs/troubleshooting.md lists.
+    wanted = re.search(r"Cannot raise FD limit to (\d+), limit is 1024\.", ran.stderr)
+    assert wanted, ran.stderr
+    assert 2 * maxconn <= int(wanted.group(1)) <= 2 * maxconn + 100, ran.stderr
