@@ -161,7 +161,7 @@ def cover(session: nox.Session) -> None:
     suite = ElementTree.parse(results).getroot().find("testsuite")
     passed = suite is not None and int(suite.get("failures", 0)) + int(suite.get("errors", 0)) == 0
     session.run("coverage", "combine", "--quiet")
-    report = COVERAGE_DATA / "coverage.json"
+    report = COVERAGE_DATA / "report.json"  # not coverage.*: `coverage report` reads those as data
     session.run("coverage", "json", "--quiet", "--fail-under=0", "-o", str(report))
     if session.posargs or not passed:
         session.run("coverage", "report", "--fail-under=0")
