@@ -147,10 +147,10 @@ class Probe:
 
     def __init__(self, label: str, entries: list[str], transport: str | None):
         self.label = label
-        self.connects, self.failed_connects, self.last_error = 0, 0, ""
         self.transports = [transport] if transport else None
         self._lock = threading.Lock()
-        self.sent = self.delivered = self.lost = self.leaked = 0
+        self.sent = self.delivered = self.lost = self.leaked = self.connects = self.failed_connects = 0
+        self.last_error = ""  # shown when the counters are hovered
         self.latencies: list[tuple[float, float]] = []  # (when, seconds) of recent deliveries
         self.pending: dict[Any, tuple[float, set[str]]] = {}
         self.clients = [self._client(f"probe-{i}", url) for i, url in enumerate(entries, 1)]
@@ -266,18 +266,17 @@ class Probe:
     def figures(self) -> dict[str, Any]:
         with self._lock:
             recent = [seconds for _, seconds in self.latencies]
+            live = sum(1 for client in self.clients if client.live)
             return {
                 "sent": self.sent,
                 "delivered": self.delivered,
                 "lost": self.lost,
                 "leaked": self.leaked,
                 "slowest_ms": round(max(recent) * 1000) if recent else None,
-                "in_room": f"{sum(1 for client in self.clients if client.live)}/{len(self.clients)}",
+                "in_room": f"{live}/{len(self.clients)}",
                 "connects": self.connects,
                 "failed_connects": self.failed_connects,
                 "last_error": self.last_error,
-                "probes": len(self.clients),
-                "ready": sum(1 for client in self.clients if client.live),
             }
 
 
@@ -337,7 +336,6 @@ class TaskProbe(Probe):
     def __init__(self, label: str, entries: list[str], transport: str | None):
         self.early: dict[str, list[tuple[ProbeClient, float]]] = {}  # results that beat their ack
         self.figures_heard: list[tuple[float, str]] = []  # (when, producer)
-        self.refused = 0
         super().__init__(label, entries, transport)
 
     def user(self, client: ProbeClient) -> str:
@@ -363,8 +361,8 @@ class TaskProbe(Probe):
     def send(self, sender: ProbeClient, n: int, audience: list[ProbeClient]) -> None:
         reply = sender.sio.call("start", {"steps": 1}, timeout=3)
         if not (isinstance(reply, dict) and reply.get("ok")):
-            with self._lock:
-                self.refused += 1
+            with self._lock:  # not started, so not counted: the reason shows on hover
+                self.last_error = f"start refused: {reply}"[:200]
             return
         task = reply["task"]
         self.expect(task, audience)
@@ -398,7 +396,6 @@ class TaskProbe(Probe):
             recent = [producer for t, producer in self.figures_heard if now - t < self.FIGURES_OVER]
             figures["figures_per_s"] = round(len(recent) / self.FIGURES_OVER, 1)
             figures["producers"] = len(set(recent))
-            figures["refused"] = self.refused
         return figures
 
 

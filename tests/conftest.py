@@ -19,7 +19,7 @@ from lab import LabBench, MissingDependency
 from lab.browser import chromium
 from lab.clients import RecordingClient, disconnect_all
 from lab.deps import running_in_ci
-from lab.processes import REPO_ROOT, leftover_processes
+from lab.processes import REPO_ROOT, leftover_processes, process_tree, wait_until
 
 
 @pytest.fixture
@@ -123,8 +123,7 @@ def serving(tmp_path):
 
     yield serve
     for serve in started:
-        alive = serve.process.poll() is None
-        tree = psutil.Process(serve.process.pid).children(recursive=True) if alive else []
+        tree = process_tree(serve.process.pid)  # [] once it has exited
         serve.process.kill()
         serve.process.wait()
         for proc in tree:
@@ -245,19 +244,18 @@ def pytest_sessionfinish(session):
     """The run ends with no process that a bench started still alive, and no client of ours
     still trying to reconnect to a server that has gone (a thread each, retrying forever)."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    reporter.ensure_newline()
     leftovers = leftover_processes()
     if leftovers:
         for proc in leftovers:
             proc.kill()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         pids = [proc.pid for proc in leftovers]
-        reporter.write_line(f"FAILED: processes outlived the test run: {pids}", red=True)
+        reporter.write_line(f"\nFAILED: processes outlived the test run: {pids}", red=True)
     reconnecting = _reconnecting_clients(grace=5)
     if reconnecting:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reporter.write_line(
-            f"FAILED: {len(reconnecting)} Socket.IO clients still reconnecting after the run "
+            f"\nFAILED: {len(reconnecting)} Socket.IO clients still reconnecting after the run "
             "(close them with RecordingClient.disconnect, which calls shutdown())",
             red=True,
         )
@@ -265,9 +263,10 @@ def pytest_sessionfinish(session):
 
 def _reconnecting_clients(grace: float) -> list[threading.Thread]:
     """python-socketio's reconnect loops still running after `grace` seconds."""
-    deadline = time.monotonic() + grace
-    while True:
-        alive = [t for t in threading.enumerate() if "_handle_reconnect" in t.name]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.1)
+
+    def alive() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if "_handle_reconnect" in thread.name]
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not alive(), timeout=grace, what="the reconnect loops to end")
+    return alive()
