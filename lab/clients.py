@@ -116,8 +116,15 @@ class RecordingClient:
         return self
 
     def disconnect(self) -> None:
-        """Disconnect, or stop reconnecting: a client with `reconnection=True` whose server has
-        gone retries forever in a thread of its own, which `disconnect()` alone leaves running."""
+        """Disconnect for good. A client with `reconnection=True` whose server has gone retries
+        forever in a thread of its own, which python-socketio's `disconnect()` leaves running.
+
+        From here on a dropped connection starts no reconnect loop; `shutdown()` ends a loop
+        already running; and a loop that a drop starts at this very moment (the teardown stops
+        the servers first, so drops race this call) gives up after its first failed attempt.
+        """
+        self.sio.reconnection = False
+        self.sio.reconnection_attempts = 1
         self.sio.shutdown()
 
     def drop(self) -> None:
