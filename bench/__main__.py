@@ -1,24 +1,30 @@
 """`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`,
 `python -m bench 05 [--quick] [--tasks N] [--burst M]`, `python -m bench suite [--sessions a,b]`
-(how long each chapter's tests take); `python -m bench NN --report-only` writes a summary again
-from its stored JSON."""
+(how long each chapter's tests take); `python -m bench NN --report-only` draws the plots and
+writes the summary again, its runs on each machine included, from the stored JSON."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import async_modes, celery_tasks, common, nginx_lb, redis_scaling, suite
+from bench import async_modes, celery_tasks, common, nginx_lb, redis_scaling, report, suite
 
-# Each module's record name and summary, for --report-only.
-REPORTS = {"02": async_modes, "03": redis_scaling, "04": nginx_lb, "05": celery_tasks, "suite": suite}
+# Each module's record name, plots, summary and headline figures, for --report-only.
+REPORTS = {
+    "02": async_modes,
+    "03": redis_scaling,
+    "04": nginx_lb,
+    "05": celery_tasks,
+    "suite": suite,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "chapter",
-        choices=["02", "03", "04", "05", "suite"],
+        choices=list(REPORTS),
         help="which chapter's scenarios to run; suite: how long each chapter's tests take",
     )
     parser.add_argument(
@@ -40,15 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="write the summary again from the stored JSON, measuring nothing (the plots stay)",
+        help="draw the plots and write the summary again from the stored JSON (<NAME>.json and "
+        "runs/<NAME>/, the latest run on each machine), measuring nothing",
     )
     parser.add_argument("--out", help="where to write the JSON, plots and summary (default: docs/bench/)")
     args = parser.parse_args(argv)
 
     if args.report_only:
         module = REPORTS[args.chapter]
-        record = common.rewrite_summary(module.NAME, args.out, module.summary_markdown)
-        common.print_targets(record)
+        out_dir = common.output_dir(False, args.out)
+        record = report.rewrite_summary(
+            module.NAME, out_dir, module.summary_markdown, module.headline, module.PLOT
+        )
+        report.print_targets(record)
         return 0
     if args.chapter == "suite":
         sessions = _names(args.sessions) or list(suite.SESSIONS)
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         record = nginx_lb.run(args.quick, args.max_clients, args.out)
     else:
         record = celery_tasks.run(args.quick, args.tasks, args.burst, args.out)
-    common.print_targets(record)
+    report.print_targets(record)
     return 0
 
 

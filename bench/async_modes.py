@@ -33,13 +33,14 @@ from typing import Any
 import socketio
 from tqdm import tqdm
 
-from bench import common, plots
+from bench import common, plots, report
+from bench.loadclient import LoadClient, latency_summary, loopback_sources
 from lab.apps import start_app
 from lab.deps import require_binary
-from lab.loadclient import LoadClient, latency_summary, loopback_sources
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
 NAME = "02-async-modes"  # docs/bench/<NAME>.json
+PLOT = plots.async_modes  # its figures, drawn again by --report-only
 CHAPTER_DIR = "chapters/02_async_modes"
 NODE_SERVER = REPO_ROOT / "bench" / "node_reference" / "server.js"
 
@@ -132,7 +133,7 @@ def run(quick: bool, max_clients: int | None, modes: list[str], out: str | None)
     record["targets"] = targets(record, settings)
     record["client_cost"] = {**client_cost(record), "python_socketio_client": reference}
     out_dir = common.output_dir(quick, out)
-    common.write_results(record, out_dir, NAME, plots.async_modes, summary_markdown)
+    common.write_results(record, out_dir, NAME, PLOT, summary_markdown, headline)
     return record
 
 
@@ -414,9 +415,22 @@ def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     return found
 
 
+def headline(record: dict[str, Any]) -> dict[str, str | None]:
+    """What a reader compares across machines: gevent at 2,000 clients, gevent's best rate, and
+    the load client's own cost, which says whether the client or the server set the rate."""
+    latency = (_step(record, "gevent", 2000) or {}).get("latency", {}).get("latency", {})
+    rates = [step["burst"]["deliveries_per_s"] for mode, step in _bursts(record) if mode == "gevent"]
+    return {
+        "gevent p50 at 2,000 (ms)": report.figure(latency.get("p50_ms"), ".0f"),
+        "gevent p99 at 2,000 (ms)": report.figure(latency.get("p99_ms"), ".0f"),
+        "gevent best deliveries/s": report.figure(max(filter(None, rates), default=None), ","),
+        "load client µs per delivery": report.figure(record["client_cost"].get("us_per_delivery")),
+    }
+
+
 def summary_markdown(record: dict[str, Any]) -> str:
     """The tables the docs include (`--8<-- "docs/bench/02-summary.md"`): written by the bench only."""
-    lines = common.machine_line(record, "02")
+    lines = report.machine_line(record, "02")
     rows = []
     for mode, data in record["modes"].items():
         best = max((s["burst"]["deliveries_per_s"] or 0 for s in data["steps"] if "burst" in s), default=None)
@@ -438,7 +452,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
     header = ["mode", "most clients, all delivered", "stopped at", "p50 / p99 at 1,000 (ms)"]
     header += ["p50 / p99 at 2,000 (ms)", "best deliveries/s", "server KB per connection"]
     header += ["server file descriptors per connection", "out of order"]
-    lines.append(common.markdown_table(header, rows))
+    lines.append(report.markdown_table(header, rows))
     lines.append("Round trips of `ping` while another client's `slow_io` / `cpu_work` runs:\n")
     rows = []
     for label, data in record["round_trips"].items():
@@ -457,7 +471,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
     seconds = record["settings"]["work_seconds"]
     header = ["app", "idle p50 (ms)", f"longest during {seconds:g} s slow_io (ms)"]
     header += [f"longest during {seconds:g} s cpu_work (ms)", "verdict"]
-    lines.append(common.markdown_table(header, rows))
+    lines.append(report.markdown_table(header, rows))
     cost = record["client_cost"]
     lines.append(
         f"The load client's own CPU: {cost.get('us_per_delivery')} µs per delivery in its hardest burst "
@@ -472,7 +486,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
             f"{reference['us_per_delivery']} µs per delivery."
         )
     lines.append("")
-    lines.append(common.targets_table(record["targets"]))
+    lines.append(report.targets_table(record["targets"]))
     return "\n".join(lines)
 
 

@@ -31,15 +31,16 @@ import requests
 import socketio
 from tqdm import tqdm
 
-from bench import common, plots
+from bench import common, plots, report
+from bench.loadclient import latency_summary
 from lab.apps import start_app
 from lab.celery_workers import CHAPTER05, start_worker
 from lab.clients import in_parallel
-from lab.loadclient import latency_summary
 from lab.processes import LabBench, Service, ServiceFailed
 from lab.redis_server import start_redis
 
 NAME = "05-celery"  # docs/bench/<NAME>.json
+PLOT = plots.celery_tasks  # its figures, drawn again by --report-only
 WEB = CHAPTER05 / "app.py"
 WORKER_APP = CHAPTER05 / "make_celery.py"
 NO_OP = {"steps": 1}  # with STEP_SECONDS=0: one progress event, then the result, no sleep
@@ -97,7 +98,7 @@ def run(quick: bool, tasks: int | None, burst: int | None, out: str | None) -> d
         record["throughput"][label] = {"skipped": f"{os.cpu_count()} core(s): fewer than its processes"}
     record["targets"] = targets(record)
     out_dir = common.output_dir(quick, out)
-    common.write_results(record, out_dir, NAME, plots.celery_tasks, summary_markdown)
+    common.write_results(record, out_dir, NAME, PLOT, summary_markdown, headline)
     return record
 
 
@@ -461,11 +462,21 @@ def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def headline(record: dict[str, Any]) -> dict[str, str | None]:
+    """What a reader compares across machines: a no-op task end to end, and tasks per second
+    with each worker setup."""
+    p50 = record["latency"].get("start_to_result", {}).get("p50_ms")
+    found = {"task p50, `start` to `result` (ms)": report.figure(p50, ".0f")}
+    for label, run in record["throughput"].items():
+        found[f"tasks/s, {label}"] = report.figure(run.get("tasks_per_s"), ".0f")
+    return found
+
+
 def summary_markdown(record: dict[str, Any]) -> str:
-    lines = common.machine_line(record, "05")
+    lines = report.machine_line(record, "05")
     lines += _latency_lines(record["latency"], record["settings"])
     lines += _throughput_lines(record["throughput"], record["settings"])
-    lines.append(common.targets_table(record["targets"]))
+    lines.append(report.targets_table(record["targets"]))
     return "\n".join(lines)
 
 
@@ -493,7 +504,7 @@ def _latency_lines(latency: dict[str, Any], settings: dict[str, Any]) -> list[st
     )
     if latency.get("broke"):
         text += f" **Stopped early: {latency['broke']}.**"
-    return [common.markdown_table(header, rows), text + "\n"]
+    return [report.markdown_table(header, rows), text + "\n"]
 
 
 def _throughput_lines(throughput: dict[str, Any], settings: dict[str, Any]) -> list[str]:
@@ -521,4 +532,4 @@ def _throughput_lines(throughput: dict[str, Any], settings: dict[str, Any]) -> l
         f"CPU seconds: what each kind of process used during that time, all of them on the "
         f"same {os.cpu_count()} cores.\n"
     )
-    return [intro, common.markdown_table(header, rows)]
+    return [intro, report.markdown_table(header, rows)]

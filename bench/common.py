@@ -1,4 +1,8 @@
-"""What every chapter's bench shares: machine details, process memory, deadlines, output files."""
+"""What every chapter's bench shares: machine details, process memory, deadlines, output files.
+
+The summaries, verdicts and the runs kept per machine are in bench/report.py, which reads
+records only: `--report-only` rebuilds them without measuring anything.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from typing import Any, Protocol, TypeVar
 
 import psutil
 
-from lab.loadclient import LoadClient, raise_fd_limit
+from bench import report
+from bench.loadclient import LoadClient, raise_fd_limit
 from lab.processes import REPO_ROOT, Service
 
 DOCS_BENCH = REPO_ROOT / "docs" / "bench"
@@ -28,6 +33,8 @@ DOCS_BENCH = REPO_ROOT / "docs" / "bench"
 # per-connection rate limit (EVENTS_PER_SECOND) is for hostile clients; here it is lifted.
 FLOOD_ENV = {"EVENTS_PER_SECOND": "1000000"}
 QUICK_OUT = REPO_ROOT / ".lab" / "bench-quick"
+# /proc/cpuinfo's names for what tells two CPUs of one marketing name apart, and ours for them.
+CPU_DETAILS = {"cpu family": "family", "model": "model", "stepping": "stepping", "cpu MHz": "mhz"}
 PACKAGES = (
     "flask",
     "flask-socketio",
@@ -73,9 +80,10 @@ def new_record(chapter: str, quick: bool, settings: Any) -> dict[str, Any]:
 
 def machine_details(fd_limit: dict[str, Any]) -> dict[str, Any]:
     """Everything a reader needs to compare a run with theirs, taken at the start of the run."""
-    return {
+    cpuinfo = _cpuinfo()
+    machine = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpuinfo.get("model name") or platform.processor() or "unknown",
         "cores_logical": os.cpu_count(),
         "cores_physical": psutil.cpu_count(logical=False),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -86,17 +94,45 @@ def machine_details(fd_limit: dict[str, Any]) -> dict[str, Any]:
         "socket_io_node": _node_package_version("socket.io"),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "fd_limit": fd_limit,
+        "cpu": _cpu_details(cpuinfo),
     }
+    return {**machine, **_identity(machine)}
 
 
-def _cpu_model() -> str:
+def _identity(machine: dict[str, Any]) -> dict[str, str]:
+    """The machine's id and label; BENCH_MACHINE names it when two machines read the same
+    (cloud VMs all say "AMD EPYC"), and the id is then made from that name."""
+    named = os.environ.get("BENCH_MACHINE", "").strip()
+    key = report.slug(named) or report.machine_id(machine)
+    return {"machine_id": key, "label": named or key}
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo; empty where there is none (macOS)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return {}
+    fields = (line.partition(":") for line in first.splitlines())
+    return {key.strip(): value.strip() for key, colon, value in fields if colon}
+
+
+def _cpu_details(cpuinfo: dict[str, str]) -> dict[str, Any] | None:
+    """Family, model and stepping, MHz and cache, for the reader: not in the machine's id,
+    which must be computable from records written before these were kept."""
+    details: dict[str, Any] = {
+        ours: _number(cpuinfo[theirs]) for theirs, ours in CPU_DETAILS.items() if theirs in cpuinfo
+    }
+    if "cache size" in cpuinfo:
+        details["cache"] = cpuinfo["cache size"]
+    return details or None
+
+
+def _number(text: str) -> int | str:
+    """`25` is 25 and `2445.436` (MHz) is 2445; anything else stays as /proc/cpuinfo says it."""
+    with contextlib.suppress(ValueError):
+        return round(float(text))
+    return text
 
 
 def package_version(package: str) -> str | None:
@@ -145,22 +181,6 @@ def _tree_total(pid: int, measure: Callable[[psutil.Process], float]) -> float:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += measure(proc)
     return total
-
-
-def machine_line(record: dict[str, Any], chapter: str) -> list[str]:
-    """The opening lines of a summary: who wrote it, and the machine and load it measured."""
-    m = record["machine"]
-    limit = m["fd_limit"]
-    return [
-        f"<!-- Written by `python -m bench {chapter}` on {m['date']}; do not edit by hand. -->",
-        "",
-        f"Measured on {m['cpu_model']} ({m['cores_logical']} cores, {m['ram_gb']} GB RAM), {m['os']}, "
-        f"Python {m['python']}, on {m['date'][:10]}; load average at start "
-        f"{', '.join(str(x) for x in m['load_average_at_start'])}; open-files limit "
-        f"{limit['soft']:,} (hard {limit['hard']:,}) for the servers and the client."
-        + (" **Quick smoke run: small counts, not for publishing.**" if record["quick"] else ""),
-        "",
-    ]
 
 
 @dataclass
@@ -237,26 +257,21 @@ def write_results(
     record: dict[str, Any],
     out: Path,
     name: str,
-    plot: Callable[[dict[str, Any], Path], object],
+    plot: Callable[[dict[str, Any], Path], object] | None,
     summary: Callable[[dict[str, Any]], str],
+    headline: report.Headline | None = None,
 ) -> None:
-    """A chapter's JSON record (<name>.json), its plots, and the summary the docs include."""
-    write_json(out / f"{name}.json", record)
-    plot(record, out)
-    write_summary(record, out, summary)
+    """A chapter's JSON record (<name>.json), its plots, and the summary the docs include.
 
-
-def rewrite_summary(name: str, out: str | None, summary: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
-    """`--report-only`: a summary written again from its stored record (<name>.json), measuring nothing."""
-    out_dir = output_dir(False, out)
-    record = json.loads((out_dir / f"{name}.json").read_text())
-    write_summary(record, out_dir, summary)
-    return record
-
-
-def write_summary(record: dict[str, Any], out: Path, summary: Callable[[dict[str, Any]], str]) -> None:
-    """<chapter>-summary.md, the tables a docs page includes."""
-    (out / f"{record['chapter']}-summary.md").write_text(summary(record))
+    A full run into docs/bench/ is also kept as this machine's run (runs/<name>/<machine id>.json),
+    which the summary's last table compares with every other machine's.
+    """
+    report.write_json(out / f"{name}.json", record)
+    if not record["quick"] and out.resolve() == DOCS_BENCH.resolve():
+        report.store_run(record, out, name)
+    if plot:
+        plot(record, out)
+    report.write_summary(record, out, summary, name, headline)
 
 
 def delivery_target(servers: str, steps: dict[str, dict[str, Any]], biggest: int) -> dict[str, Any]:
@@ -271,10 +286,6 @@ def delivery_target(servers: str, steps: dict[str, dict[str, Any]], biggest: int
         "measured": f"{burst['delivered']:,} of {burst['expected']:,}" if burst else stopped,
         "pass": False if stopped else (burst["lost"] == 0 if burst else None),
     }
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
 
 
 def log_dir(chapter: str) -> Path:
@@ -312,31 +323,6 @@ def p50_noise(a: dict[str, Any], b: dict[str, Any], samples: int) -> float:
         return 1.25 * (latency["p99_ms"] - latency["p50_ms"]) / 2.33 / math.sqrt(samples)
 
     return 2 * math.hypot(error(a), error(b))
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return "–" if value is None else str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def verdict(passed: bool | None) -> str:
-    return {True: "pass", False: "FAIL", None: "not measured"}[passed]
-
-
-def targets_table(targets: list[dict[str, Any]]) -> str:
-    """The last table of every summary: each target, what was measured, and the verdict."""
-    rows = [[t["target"], t["measured"], verdict(t["pass"])] for t in targets]
-    return markdown_table(["target", "measured", "verdict"], rows)
-
-
-def print_targets(record: dict[str, Any]) -> None:
-    """What `python -m bench NN` ends with: one line per target."""
-    for target in record["targets"]:
-        print(f"[{verdict(target['pass']):>12}] {target['target']}: {target['measured']}")
 
 
 def say(message: str) -> None:

@@ -34,15 +34,16 @@ import psutil
 import socketio
 from tqdm import tqdm
 
-from bench import common, plots
+from bench import common, plots, report
+from bench.loadclient import LeanConnection, LoadClient, latency_summary, loopback_sources
 from lab.apps import healthz
 from lab.chapters import Topology, start_topology
 from lab.clients import RecordingClient, disconnect_all
-from lab.loadclient import LeanConnection, LoadClient, latency_summary, loopback_sources
 from lab.nginx import requests_from, start_nginx
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
 NAME = "04-nginx-lb"  # docs/bench/<NAME>.json
+PLOT = plots.nginx_lb  # its figures, drawn again by --report-only
 CHAPTER = "chapters/04_nginx_lb/app.py"
 NGINX_CONF = "chapters/04_nginx_lb/nginx.conf"
 NO_UPGRADE_CONF = "antipatterns/04_no_upgrade_headers.conf"
@@ -95,7 +96,7 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
         bar.update(1)
     record["targets"] = targets(record, settings)
     out_dir = common.output_dir(quick, out)
-    common.write_results(record, out_dir, NAME, plots.nginx_lb, summary_markdown)
+    common.write_results(record, out_dir, NAME, PLOT, summary_markdown, headline)
     return record
 
 
@@ -361,8 +362,25 @@ def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     return found
 
 
+def headline(record: dict[str, Any]) -> dict[str, str | None]:
+    """What a reader compares across machines: nginx's share of a round trip, what staying on
+    long-polling costs, and the fan-out at the largest step."""
+    steps = record["fan_out"].get("steps", {})
+    clients = max(steps, key=int, default=None)
+    burst = steps.get(clients, {}).get("burst", {})
+    at = f"{int(clients):,} clients" if clients else "the most clients"
+    return {
+        "nginx adds at p50 (ms)": report.figure(record["round_trip"].get("added_ms", {}).get("p50")),
+        "long-polling ping p50 (ms)": report.figure(
+            record.get("polling_cost", {}).get("polling", {}).get("p50_ms")
+        ),
+        f"deliveries/s, {at}": report.figure(burst.get("deliveries_per_s"), ","),
+        f"burst p99 at {at} (ms)": report.figure(burst.get("latency", {}).get("p99_ms"), ".0f"),
+    }
+
+
 def summary_markdown(record: dict[str, Any]) -> str:
-    lines = common.machine_line(record, "04")
+    lines = report.machine_line(record, "04")
     lines += _round_trip_lines(record["round_trip"])
     lines += _polling_cost_lines(record.get("polling_cost", {}))
     fan_out = record["fan_out"]
@@ -371,7 +389,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
     else:
         lines += _fan_out_lines(fan_out)
         lines += _descriptor_lines(fan_out, record["machine"]["fd_limit"])
-    lines.append(common.targets_table(record["targets"]))
+    lines.append(report.targets_table(record["targets"]))
     return "\n".join(lines)
 
 
@@ -393,7 +411,7 @@ def _polling_cost_lines(data: dict[str, Any]) -> list[str]:
         "p99 (ms)",
     ]
     return [
-        common.markdown_table(header, rows),
+        report.markdown_table(header, rows),
         "Both clients start on long-polling, as browsers do; only the chapter's nginx lets one "
         "upgrade. Their pings took turns. A WebSocket is one request in nginx's log, for its whole "
         "life.\n",
@@ -410,7 +428,7 @@ def _round_trip_lines(data: dict[str, Any]) -> list[str]:
     added = data["added_ms"]
     noise = common.p50_noise(data[DIRECT], data[PROXIED], min(data[DIRECT]["count"], data[PROXIED]["count"]))
     return [
-        common.markdown_table(header, rows),
+        report.markdown_table(header, rows),
         f"nginx adds {_added(added['p50'], 'p50', noise)} and {_added(added['p99'], 'p99')}: the round "
         "trips took turns between the two paths, one at a time, on the same instance.\n",
     ]
@@ -455,7 +473,7 @@ def _fan_out_lines(fan_out: dict[str, Any]) -> list[str]:
         f"Fan-out: every client connects to nginx, from {fan_out['source_addresses']} loopback "
         f"addresses; nginx hashes each address to one of {fan_out['instances']} instances.\n"
     )
-    return [intro, common.markdown_table(header, rows)]
+    return [intro, report.markdown_table(header, rows)]
 
 
 def _clients_per_instance(step: dict[str, Any]) -> str | None:
@@ -485,7 +503,7 @@ def _descriptor_lines(fan_out: dict[str, Any], bench_limit: dict[str, Any]) -> l
         )
     header = ["clients connected", "nginx workers' fds", "nginx fds per client", "instances' fds"]
     header += ["instance fds per client", "RSS MB: nginx / instances"]
-    return [common.markdown_table(header, rows), _limits_sentence(fan_out, bench_limit)]
+    return [report.markdown_table(header, rows), _limits_sentence(fan_out, bench_limit)]
 
 
 def _limits_sentence(fan_out: dict[str, Any], bench_limit: dict[str, Any]) -> str:

@@ -20,13 +20,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import common, plots
+from bench import common, plots, report
+from bench.loadclient import LoadClient, loopback_sources
 from lab.apps import start_app
 from lab.chapters import Topology, start_topology
-from lab.loadclient import LoadClient, loopback_sources
 from lab.processes import LabBench, Service, ServiceFailed
 
 NAME = "03-redis-scaling"  # docs/bench/<NAME>.json
+PLOT = plots.redis_scaling  # its figures, drawn again by --report-only
 CHAPTER = "chapters/03_redis_scaling/app.py"
 # The chapter's app minus message_queue: with one instance it is correct, and it differs
 # from the chapter in nothing but the queue, which is what the comparison is about.
@@ -66,7 +67,7 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
             bar.update(1)
     record["targets"] = targets(record, settings)
     out_dir = common.output_dir(quick, out)
-    common.write_results(record, out_dir, NAME, plots.redis_scaling, summary_markdown)
+    common.write_results(record, out_dir, NAME, PLOT, summary_markdown, headline)
     return record
 
 
@@ -168,10 +169,15 @@ def _p50(record: dict[str, Any], label: str) -> float | None:
     return record["latency"].get(label, {}).get("latency", {}).get("p50_ms")
 
 
-def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+def _queue_cost(record: dict[str, Any]) -> float | None:
+    """What the queue adds to p50 at 10 clients: one instance with it, minus one without it."""
     base = _p50(record, "one instance, no queue")
     queued = _p50(record, "one instance, with the queue")
-    added = round(queued - base, 3) if base is not None and queued is not None else None
+    return round(queued - base, 3) if base is not None and queued is not None else None
+
+
+def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    added = _queue_cost(record)
     found = [
         {
             "target": "the queue adds <= 1 ms to p50 at 10 clients (one instance, with vs without it)",
@@ -220,14 +226,26 @@ def _hop_through_redis(record: dict[str, Any]) -> str | None:
     )
 
 
+def headline(record: dict[str, Any]) -> dict[str, str | None]:
+    """What a reader compares across machines: the queue's own cost, and what each added
+    instance buys at the largest step."""
+    found = {"queue adds at p50 (ms)": report.figure(_queue_cost(record))}
+    clients = max(record["throughput"], key=int, default=None)
+    for count, run in sorted(record["throughput"].get(clients, {}).items()):
+        rate = run.get("burst", {}).get("deliveries_per_s")
+        instances = "1 instance" if count == "1" else f"{count} instances"
+        found[f"deliveries/s, {instances}, {int(clients):,} clients"] = report.figure(rate, ",")
+    return found
+
+
 def summary_markdown(record: dict[str, Any]) -> str:
-    lines = common.machine_line(record, "03")
+    lines = report.machine_line(record, "03")
     rows = []
     for label, data in record["latency"].items():
         lat = data.get("latency", {})
         rows.append([label, lat.get("count"), lat.get("p50_ms"), lat.get("p99_ms"), data.get("skipped")])
     header = ["broadcast, 10 clients per instance", "deliveries", "p50 (ms)", "p99 (ms)", ""]
-    lines.append(common.markdown_table(header, rows))
+    lines.append(report.markdown_table(header, rows))
     if hop := _hop_through_redis(record):
         lines.append(hop)
     rows = []
@@ -245,9 +263,9 @@ def summary_markdown(record: dict[str, Any]) -> str:
                 ]
             )
     lines.append(
-        common.markdown_table(
+        report.markdown_table(
             ["clients", "instances", "deliveries/s", "delivered", "out of order", "result"], rows
         )
     )
-    lines.append(common.targets_table(record["targets"]))
+    lines.append(report.targets_table(record["targets"]))
     return "\n".join(lines)

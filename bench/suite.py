@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, report
 from lab.processes import REPO_ROOT
 
 SESSIONS = ("chapter01", "chapter02", "chapter03", "chapter04", "chapter05")
 SLOWEST = 5
 SESSION_TARGET_S = 60  # issue 12: a chapter's tests in under a minute, on a warm machine
 NAME = "suite"  # docs/bench/<NAME>.json
+PLOT = None  # a table says it all
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,7 @@ def run(sessions: list[str], out: str | None) -> dict[str, Any]:
     record["total"] = totals(record["sessions"])
     record["targets"] = targets(record)
     out_dir = common.output_dir(set(sessions) != set(SESSIONS), out)
-    common.write_json(out_dir / f"{NAME}.json", record)
-    common.write_summary(record, out_dir, summary_markdown)
+    common.write_results(record, out_dir, NAME, PLOT, summary_markdown, headline)
     return record
 
 
@@ -149,8 +149,16 @@ def _slowest(session: dict[str, Any]) -> str | None:
     return f"`{node}` ({seconds:.1f} s)"
 
 
+def headline(record: dict[str, Any]) -> dict[str, str | None]:
+    """What a reader compares across machines: the whole wait, and each session's."""
+    found = {"total (min)": report.figure(record["total"]["minutes"])}
+    for name, session in record["sessions"].items():
+        found[f"{name} (s)"] = report.figure(session["seconds"], ".0f")
+    return found
+
+
 def summary_markdown(record: dict[str, Any]) -> str:
-    lines = common.machine_line(record, NAME)
+    lines = report.machine_line(record, NAME)
     rows = [
         [
             f"`nox -s {name}`",
@@ -166,7 +174,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
     total = record["total"]
     rows.append(["total", f"{total['seconds']:.0f}", total["tests"], total["passed"], None, None, None])
     header = ["session", "seconds", "tests", "passed", "skipped", "load at start (1 min)", "slowest test"]
-    lines.append(common.markdown_table(header, rows))
+    lines.append(report.markdown_table(header, rows))
     lines.append(
         "Wall time of `pytest tests/chapterNN` in an environment that is already installed; "
         "the first `nox -s chapterNN` also creates its venv and installs the pins. The load average "
@@ -174,7 +182,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
     )
     if total["failed"]:
         lines.append(_failures_line(record))
-    lines.append(common.targets_table(record["targets"]))
+    lines.append(report.targets_table(record["targets"]))
     return "\n".join(lines)
 
 

@@ -64,7 +64,7 @@ SERVE_PORTS = (
     CONTROL_ROOM_PORT,
 )
 # Below this many open files the bench's clients run out; the bench raises the soft limit itself,
-# up to the hard limit (lab/loadclient.py, WANTED_FDS).
+# up to the hard limit (bench/loadclient.py, WANTED_FDS).
 MIN_OPEN_FILES = 4096
 ALL_CHAPTERS = ("01", "02", "03", "04", "05")
 RUNNER_INSTALL = f"python3 -m pip install {' '.join(_kit.RUNNER)}"

@@ -99,7 +99,9 @@ def machine_of(file: str) -> str:
     cpu = machine.get("cpu_model", "unknown CPU")
     cores = machine.get("cores_logical", "?")
     date = str(machine.get("date", "undated"))[:10]
-    return f"{cpu}, {cores} cores, {date}"
+    # Records since runs are kept per machine name it (bench/report.py); older ones, by CPU alone.
+    named = machine.get("label") or machine.get("machine_id")
+    return f"{named}: {cpu}, {cores} cores, {date}" if named else f"{cpu}, {cores} cores, {date}"
 
 
 def _test_mark(match: re.Match) -> str:

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
+from bench.loadclient import LoadClient, latency_summary, loopback_sources, websocket_frame
 from lab.apps import start_app
 from lab.deps import require_binary
-from lab.loadclient import LoadClient, latency_summary, loopback_sources, websocket_frame
 from lab.processes import REPO_ROOT
 
 CHAPTER02_GEVENT = "chapters/02_async_modes/run_gevent.py"

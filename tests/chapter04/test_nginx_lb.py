@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import socketio
 
+from bench.loadclient import LoadClient, loopback_sources
 from lab.apps import healthz, start_app, under_gunicorn
 from lab.clients import address_behind_one_nat, address_in_one_subnet, address_of_user, polling_session
-from lab.loadclient import LoadClient, loopback_sources
 from lab.nginx import access_log, requests_from
 from lab.processes import REPO_ROOT, wait_until
 from lab.redis_server import start_redis
