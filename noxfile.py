@@ -4,7 +4,7 @@ nox                      lint, docs and every test (what CI runs)
 nox -s cover             every test under coverage; writes docs/bench/coverage.json (slow)
 nox -s chapter01         one chapter's tests, with a summary of what they proved
 nox -s serve -- 01       serve a chapter beside every twin, with a control room on :5500
-nox -s bench -- 02       the load bench (slow; writes docs/bench/*.json and plots)
+nox -s bench -- 02       the load bench (slow; writes docs/bench/*.json and plots); -- knobs: the knobs table
 nox -s fuzz              every app against bad input (FUZZ_SCALE=10 searches ten times longer)
 nox -s preflight         check this machine for the workshop, before anything is installed
 nox -s wheelhouse        the offline kit, in wheelhouse/: then WHEELHOUSE=<kit> nox installs with no network
@@ -33,6 +33,7 @@ nox.options.reuse_venv = "yes"
 ROOT = Path(__file__).parent
 JS_CLIENT = ROOT / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 COVERAGE_DATA = ROOT / ".coverage-data"
+KNOB_PACKAGES = ROOT / ".lab" / "knob-packages"  # bench/knobs.py looks for them here
 COVERAGE_RECORD = ROOT / "docs" / "bench" / "coverage.json"
 # Which error paths a run reaches varies a little with the machine's load, so the floor may sit
 # this many points below the figure on the site, and no further.
@@ -82,6 +83,11 @@ def _install_js(session: nox.Session) -> None:
 def _install_tests(session: nox.Session) -> None:
     _install(session, "-r", "requirements/tests.txt")
     _install_js(session)
+
+
+def _install_knobs(session: nox.Session) -> None:
+    """The bench's knobs table's packages, apart from the venv (requirements/knobs.txt says why)."""
+    _install(session, "--no-deps", "--target", str(KNOB_PACKAGES), "-r", "requirements/knobs.txt")
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
@@ -134,6 +140,7 @@ def fuzz(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every test: all chapters, their antipatterns, and the lab bench itself."""
+    _install_knobs(session)  # tests/test_knobs.py checks the bench's knobs
     _pytest(session, "tests")
 
 
@@ -146,6 +153,7 @@ def cover(session: nox.Session) -> None:
     neither checks the floor nor touches docs/bench/coverage.json.
     """
     _install_tests(session)
+    _install_knobs(session)
     _check_floor_follows_record(session)
     shutil.rmtree(COVERAGE_DATA, ignore_errors=True)
     # timeout_method=thread: a timeout's SIGALRM that lands inside a weakref callback (Hypothesis
@@ -261,6 +269,7 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The load bench (slow): nox -s bench -- 02 writes docs/bench/*.json and the plots the docs show."""
     _install_tests(session)
+    _install_knobs(session)
     session.run("python", "-m", "bench", *session.posargs)
 
 

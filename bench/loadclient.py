@@ -3,8 +3,8 @@
 python-socketio's own client costs many times more CPU per received message (the
 chapter 02 bench measures both), so a bench built on it would measure the client.
 This one speaks just enough Engine.IO v4 / Socket.IO v5 over a hand-rolled WebSocket
-client (RFC 6455, no extensions, no dependency) to connect, answer heartbeats, emit
-with acks and count `broadcast` deliveries:
+client (RFC 6455, no dependency) to connect, answer heartbeats, emit with acks and count
+`broadcast` deliveries:
 
     open       GET /socket.io/?EIO=4&transport=websocket -> server: 0{"sid": .., "pingInterval": ..}
     connect    client: 40                                -> server: 40{"sid": ..}
@@ -26,6 +26,11 @@ not to be the bottleneck. Neither the `websockets` library (a frame object and a
 callback per frame) nor uvloop (the loop wakes about once a millisecond in a burst)
 came close, when we measured them.
 
+Two options turn the knobs a browser or an app can turn, for the bench's knobs table:
+`deflate=True` offers per-message compression (RFC 7692), as every browser does, and inflates
+what the server compresses; `serializer="msgpack"` speaks python-socketio's msgpack serializer
+(each Socket.IO packet one binary frame, as socket.io-msgpack-parser does in a browser).
+
 Traffic goes to 127.0.0.0/8 only, and every wait has a deadline.
 """
 
@@ -42,11 +47,13 @@ import resource
 import select
 import socket
 import time
+import zlib
 from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,6 +68,11 @@ READ_SIZE = 64 * 1024  # per recv(): Socket.IO frames here are tiny; a larger bu
 HANDSHAKE_PATH = "/socket.io/?EIO=4&transport=websocket"
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 MAX_RESPONSE_HEAD = 16 * 1024
+# What a browser offers (Chromium and Firefox send exactly this): per-message deflate, RFC 7692.
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 section 7.2.2: stripped by the sender, added back here
+# Socket.IO packet types (the msgpack serializer sends them as numbers in a map).
+CONNECT, EVENT, ACK, CONNECT_ERROR = 0, 2, 3, 4
 
 
 def loopback_sources(count: int) -> tuple[str, ...]:
@@ -147,7 +159,7 @@ def _accept_key(key: bytes) -> bytes:
 
 
 class LeanConnection:
-    """One Socket.IO connection over a hand-rolled WebSocket client (RFC 6455, no extensions).
+    """One Socket.IO connection over a hand-rolled WebSocket client (RFC 6455; RFC 7692 if asked).
 
     Its socket is read by the fleet (`LoadClient._drain`), which hands each read to
     `data_received`. After the HTTP upgrade, a read is cut into frames in one loop and each text
@@ -181,13 +193,16 @@ class LeanConnection:
         self._need = 0  # bytes the buffer must hold before it is worth parsing again
         self._fragments: list[bytes] | None = None  # a fragmented text message being assembled
         self._unsent = bytearray()  # what the socket would not take yet
+        self._inflater: Any = None  # zlib's decompressor, when the server accepted per-message deflate
 
     def start(self) -> None:
         """Ask for the upgrade; the answer comes through `data_received` like everything after it."""
+        extensions = f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n" if self.fleet.deflate else ""
         self._write(
             f"GET {HANDSHAKE_PATH} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {self._key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            f"Sec-WebSocket-Key: {self._key.decode()}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extensions}\r\n".encode()
         )
 
     # --8<-- [start:frames]
@@ -265,12 +280,23 @@ class LeanConnection:
             self._protocol_error("wrong Sec-WebSocket-Accept")
         else:
             self._upgraded = True
+            if "permessage-deflate" in headers.get("sec-websocket-extensions", ""):
+                # The server keeps its compression context between messages (no
+                # server_no_context_takeover was asked for), so one decompressor per connection.
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
             return data[head_end + 4 :]
         return b""
 
     def _on_frame(self, head: int, payload: bytes) -> None:
         opcode = head & 0x0F
-        if opcode == 0x1:  # text: before the open packet, or the first of a fragmented message
+        if head & 0x40:  # RSV1: a compressed message (RFC 7692), only if the extension was agreed
+            if self._inflater is None or not head & 0x80:
+                self._protocol_error("a compressed frame that was not agreed, or fragmented")
+                return
+            payload = self._inflater.decompress(payload + DEFLATE_TAIL)
+        if opcode == 0x2 and head & 0x80 and self._ready:  # binary: a msgpack Socket.IO packet
+            self.fleet.on_binary(self, payload)
+        elif opcode == 0x1:  # text: before the open packet, or the first of a fragmented message
             if head & 0x80:
                 self._on_message(payload)
             else:
@@ -285,7 +311,7 @@ class LeanConnection:
             self._write(websocket_frame(payload, 0xA))
         elif opcode == 0x8:  # the server closes: for the bench, a lost connection
             self.abort("the server sent a close frame")
-        elif opcode != 0xA:  # binary (Socket.IO attachments): never sent to this client
+        elif opcode != 0xA:  # binary and not msgpack (Socket.IO attachments): never sent to this client
             self.fleet.unexpected += 1
 
     def _on_message(self, message: bytes) -> None:
@@ -311,6 +337,12 @@ class LeanConnection:
         if not self.alive:
             raise ConnectionError("the connection is closed")
         self._write(websocket_frame(text.encode()))
+
+    def send_binary(self, data: bytes) -> None:
+        """Send one binary message (a msgpack Socket.IO packet)."""
+        if not self.alive:
+            raise ConnectionError("the connection is closed")
+        self._write(websocket_frame(data, 0x2))
 
     def _write(self, data: bytes) -> None:
         if self.closed:
@@ -422,7 +454,9 @@ class LoadClient:
     `concurrency` bounds the handshakes in flight (a threading server drops a storm);
     `keep_events` records every event's payload per connection (for correctness tests, not load);
     `answer_heartbeats=False` leaves the server's pings unanswered (to show that it matters);
-    `text_padding` lengthens each broadcast's text by that many characters.
+    `text_padding` lengthens each broadcast's text by that many characters;
+    `deflate` offers per-message compression, as browsers do;
+    `msgpack` (the msgpack module) speaks python-socketio's msgpack serializer instead of JSON.
     """
 
     def __init__(
@@ -435,6 +469,8 @@ class LoadClient:
         keep_events: bool = False,
         answer_heartbeats: bool = True,
         text_padding: int = 0,
+        deflate: bool = False,
+        msgpack: ModuleType | None = None,
     ):
         self.servers = [_server_address(one) for one in ([url] if isinstance(url, str) else url)]
         for source in sources:
@@ -446,6 +482,8 @@ class LoadClient:
         self.answer_heartbeats = answer_heartbeats
         self.heartbeats = 0  # server pings answered
         self.padding = "." * text_padding
+        self.deflate = deflate
+        self.msgpack = msgpack
         self.connections: list[LeanConnection] = []  # joined the namespace, in order
         self._opened: list[LeanConnection] = []  # every websocket opened, to abort at close()
         self._by_fd: dict[int, LeanConnection] = {}
@@ -518,7 +556,10 @@ class LoadClient:
             self._watch(conn)
             conn.start()
             await conn.opened  # the upgrade and 0{"sid": ..}
-            conn.send("40")
+            if self.msgpack:
+                conn.send_binary(self.msgpack.packb({"type": CONNECT, "nsp": "/"}))
+            else:
+                conn.send("40")
             conn.sid = (await conn.joined).get("sid", "")
         except BaseException:
             if conn is None:
@@ -605,13 +646,14 @@ class LoadClient:
         else:
             self.unexpected += 1
 
-    def _on_broadcast(self, conn: LeanConnection, data: bytes) -> None:
+    def _on_broadcast(self, conn: LeanConnection, data: bytes | str) -> None:
         now = perf_counter()
-        if self.keep_events:
+        if self.keep_events and isinstance(data, bytes):
             conn.events.append(("broadcast", json.loads(data[2:])[1]))
-        start = data.find(SEQ_MARK, 15) + 1
+        mark = SEQ_MARK if isinstance(data, bytes) else "#"
+        start = data.find(mark, 15 if isinstance(data, bytes) else 0) + 1
         try:
-            seq = int(data[start : data.index(SEQ_MARK, start)])
+            seq = int(data[start : data.index(mark, start)])
             sent = self.sent_at[seq]
         except (ValueError, IndexError):
             return  # someone else's broadcast
@@ -630,6 +672,41 @@ class LoadClient:
                 self._all_in.set_result(None)
 
     # --8<-- [end:hot-path]
+
+    def on_binary(self, conn: LeanConnection, data: bytes) -> None:
+        """A msgpack Socket.IO packet: {"type": .., "nsp": "/", "data": .., "id": ..}."""
+        packet = self.msgpack.unpackb(data) if self.msgpack else {}
+        kind, args = packet.get("type"), packet.get("data")
+        if kind == EVENT and isinstance(args, list) and args[:1] == ["broadcast"]:
+            if self.keep_events:
+                conn.events.append(("broadcast", args[1]))
+            self._on_broadcast(conn, str(args[1].get("text", "")))
+        elif kind == EVENT and isinstance(args, list):
+            if self.keep_events:
+                conn.events.append((args[0], args[1] if len(args) > 1 else None))
+        elif kind == ACK:
+            future = conn.pending.pop(packet.get("id"), None)
+            if future is not None and not future.done():
+                future.set_result(args[0] if len(args) == 1 else args)
+        elif kind == CONNECT:
+            if not conn.joined.done():
+                conn.joined.set_result(args or {})
+        elif kind == CONNECT_ERROR:
+            if not conn.joined.done():
+                conn.joined.set_exception(ConnectionRefusedError(f"namespace refused: {args!r:.80}"))
+        else:
+            self.unexpected += 1
+
+    def _send_event(self, conn: LeanConnection, payload: list[Any], ack_id: int | None = None) -> None:
+        """One Socket.IO event, in JSON text (`42<id>[...]`) or as a msgpack map."""
+        if self.msgpack:
+            packet: dict[str, Any] = {"type": EVENT, "nsp": "/", "data": payload}
+            if ack_id is not None:
+                packet["id"] = ack_id
+            conn.send_binary(self.msgpack.packb(packet))
+        else:
+            ack = "" if ack_id is None else str(ack_id)
+            conn.send(f"42{ack}" + json.dumps(payload, separators=(",", ":")))
 
     def _on_ack(self, conn: LeanConnection, data: bytes) -> None:
         bracket = data.find(b"[")
@@ -651,8 +728,7 @@ class LoadClient:
     # -- sending -------------------------------------------------------------------------------
 
     async def emit(self, conn: LeanConnection, event: str, data: Any = None) -> None:
-        payload = [event] if data is None else [event, data]
-        conn.send("42" + json.dumps(payload, separators=(",", ":")))
+        self._send_event(conn, [event] if data is None else [event, data])
 
     async def call(self, conn: LeanConnection, event: str, data: Any = None, *, timeout: float = 5.0) -> Any:
         """Emit with an ack id and return the server's answer (its single argument, like python-socketio)."""
@@ -661,7 +737,7 @@ class LoadClient:
         conn.pending[ack_id] = future
         payload = [event] if data is None else [event, data]
         try:
-            conn.send(f"42{ack_id}" + json.dumps(payload, separators=(",", ":")))
+            self._send_event(conn, payload, ack_id)
             async with asyncio.timeout(timeout):
                 return await future
         finally:
@@ -681,7 +757,10 @@ class LoadClient:
         self.delivered.append(0)
         self._outstanding += expected
         self.sent_at.append(time.perf_counter())
-        sender.send(f'42["broadcast",{{"text":"#{seq}#{self.padding}"}}]')
+        if self.msgpack:
+            self._send_event(sender, ["broadcast", {"text": f"#{seq}#{self.padding}"}])
+        else:
+            sender.send(f'42["broadcast",{{"text":"#{seq}#{self.padding}"}}]')
         return seq
 
     async def wait_delivered(self, timeout: float) -> bool:

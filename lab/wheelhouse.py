@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # nox and its fast backend, pinned as .ci/run installs them.
 RUNNER = ("nox==2026.10.20", "uv==0.13.8")
-LOCKS = tuple(ROOT / "requirements" / f"{name}.txt" for name in ("tests", "lint", "docs"))
+LOCKS = tuple(ROOT / "requirements" / f"{name}.txt" for name in ("tests", "lint", "docs", "knobs"))
 WHEELS, NPM_CACHE, SITE = "wheels", "npm-cache", "site"
 
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "--requirements",
         action="append",
         type=Path,
-        help="lock files (default: requirements/{tests,lint,docs}.txt)",
+        help="lock files (default: requirements/{tests,lint,docs,knobs}.txt)",
     )
     parser.add_argument("--no-runner", action="store_true", help=f"leave out {' and '.join(RUNNER)}")
     parser.add_argument("--no-npm", action="store_true", help="leave out the npm cache")

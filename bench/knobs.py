@@ -1,0 +1,625 @@
+"""The knobs table: what each setting an engineer can turn does to chapter 02's gevent app under load.
+
+Every row is one change against the same baseline (chapters/02_async_modes under gevent, served
+by socketio.run, with simple-websocket and python-socketio's JSON), measured by the same load
+client in the same run, at 1,000 and 2,000 clients: broadcast p50/p99 (one broadcast at a time),
+deliveries per second (a burst), the server's CPU per delivery over that burst, and its memory
+and file descriptors per connection. bench/knob_server.py serves each row: the chapter's own
+create_app with the row's SocketIO options added. The baseline runs first and again last: how far
+its two runs land apart is this run's noise, and a row inside it changed nothing measurable.
+
+Two more comparisons have their own baselines:
+- the heartbeat: 5,000 idle clients, ping_interval 25 s (the default) against 5 s: the server's
+  CPU at rest;
+- processes: chapter 04's app behind its nginx with Redis, one instance against two, on this
+  machine's cores (the load client needs one of them too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+from tqdm import tqdm
+
+from bench import common, report
+from bench.loadclient import LoadClient, loopback_sources
+from lab.apps import healthz, start_app
+from lab.chapters import Topology, start_topology
+from lab.deps import MissingDependency
+from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
+
+NAME = "knobs"  # docs/bench/<NAME>.json
+PLOT = None  # a table, no figures
+KNOB_SERVER = "bench/knob_server.py"
+CHAPTER02 = "chapters/02_async_modes"
+CHAPTER04 = "chapters/04_nginx_lb/app.py"
+NGINX_CONF = "chapters/04_nginx_lb/nginx.conf"
+# The knobs' own packages, installed apart (requirements/knobs.txt says why); nox -s bench does it.
+PACKAGES = REPO_ROOT / ".lab" / "knob-packages"
+INSTALL = f"python -m pip install --no-deps --target {PACKAGES} -r {REPO_ROOT / 'requirements' / 'knobs.txt'}"
+# A burst is long enough to read the server's CPU to a few per cent (Linux counts it in 10 ms ticks):
+# 200,000 deliveries at 2,000 clients, in at most this many broadcasts.
+MOST_BROADCASTS = 200
+# A difference smaller than this share is never called a change, however close the baselines land.
+MIN_NOISE = 0.05
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One row: what changes, how the server and the client are told, and what it costs."""
+
+    change: str
+    cost: str
+    env: dict[str, str] = field(default_factory=dict)  # the knob server's KNOB_* settings
+    deflate: bool = False  # the client offers per-message deflate, as browsers do
+    msgpack: bool = False  # the client speaks the msgpack serializer
+    gunicorn: bool = False  # the chapter's gunicorn command instead of the knob server
+    big: bool = False  # it also takes the big step (settings.big_clients): 10,000 within the open-files limit
+
+
+BASELINE = "baseline"
+BASELINE_AGAIN = "baseline-again"
+KNOBS: dict[str, Knob] = {
+    BASELINE: Knob(
+        "chapter 02 under gevent: `socketio.run`, simple-websocket, JSON; clients offer no compression",
+        "the chapter as it is",
+    ),
+    "gevent-websocket": Knob(
+        "gevent-websocket's handler serves the WebSockets instead of simple-websocket",
+        "a dependency whose last release, 0.10.1, dates from 2017; once installed, python-engineio and "
+        "Flask-SocketIO use it in every gevent app without being asked",
+        env={"KNOB_WEBSOCKET": "gevent-websocket"},
+        big=True,
+    ),
+    "orjson": Knob(
+        "`SocketIO(json=...)` with orjson instead of the standard library's json",
+        "a compiled dependency; integers beyond 64 bits come back as floats",
+        env={"KNOB_JSON": "orjson"},
+    ),
+    "msgpack": Knob(
+        '`SocketIO(serializer="msgpack")`: binary packets instead of JSON text',
+        "a protocol change: every client must switch at once (browsers through socket.io-msgpack-parser)",
+        env={"KNOB_SERIALIZER": "msgpack"},
+        msgpack=True,
+    ),
+    "deflate": Knob(
+        "clients offer per-message deflate, as every browser does, and simple-websocket accepts it",
+        "nothing to install: it is what browsers get unless the server refuses the extension",
+        deflate=True,
+    ),
+    "gunicorn": Knob(
+        "gunicorn's gevent worker (`gunicorn -c gunicorn.conf.py wsgi:app`) instead of `socketio.run`",
+        "none: the chapter's production command",
+        gunicorn=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    client_steps: tuple[int, ...]
+    rounds: int  # broadcasts one at a time per step (latency)
+    burst_deliveries: int  # about this many deliveries per burst (throughput)
+    bursts: int  # per step; the median one is reported
+    sources: int  # loopback source addresses
+    idle_clients: int
+    idle_seconds: float  # how long the server's CPU at rest is measured
+    ping_intervals: tuple[float, ...]
+    processes: tuple[int, ...]  # chapter 04 instances behind nginx
+    big_clients: int  # the gevent target, for the rows that fit it in the open-files limit
+    total_seconds: float
+
+
+FULL = Settings((1000, 2000), 10, 200_000, 3, 64, 5000, 30, (25, 5), (1, 2), 10_000, 20 * 60)
+QUICK = Settings((100, 200), 3, 2_000, 1, 4, 300, 5, (25, 5), (1, 2), 400, 3 * 60)
+
+
+def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]:
+    """Every row, then the heartbeat and the processes; writes the JSON and the summary."""
+    try:
+        require_packages()
+    except MissingDependency as missing:
+        raise SystemExit(str(missing)) from None
+    settings = common.up_to(QUICK if quick else FULL, max_clients)
+    record: dict[str, Any] = {**common.new_record(NAME, quick, settings), "rows": {}}
+    budget = common.Budget(settings.total_seconds)
+    order = [*KNOBS, BASELINE_AGAIN]
+    with (
+        LabBench(common.log_dir(NAME)) as bench,
+        tqdm(total=len(order) + 2, desc="bench knobs", unit="row", file=sys.stderr) as bar,
+    ):
+        for key in order:
+            bar.set_postfix_str(key)
+            record["rows"][key] = _row(
+                bench, key, KNOBS[key if key != BASELINE_AGAIN else BASELINE], settings, budget
+            )
+            bar.update(1)
+        bar.set_postfix_str("heartbeat at rest")
+        record["idle"] = _idle(bench, settings, budget)
+        bar.update(1)
+        bar.set_postfix_str("one process or two")
+        record["processes"] = _processes(bench, settings, budget)
+        bar.update(1)
+    record["noise"] = noise(record)
+    record["verdicts"] = verdicts(record)
+    record["targets"] = targets(record)
+    out_dir = common.output_dir(quick, out)
+    common.write_results(record, out_dir, NAME, PLOT, summary_markdown, headline)
+    return record
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def require_packages() -> None:
+    """The knobs' packages, installed apart, on this process's path too (the client's msgpack)."""
+    if not all((PACKAGES / name).is_dir() for name in ("geventwebsocket", "msgpack", "orjson")):
+        raise MissingDependency(f"the knobs' packages are not in {PACKAGES}. Install them with: {INSTALL}")
+    if str(PACKAGES) not in sys.path:
+        sys.path.append(str(PACKAGES))
+
+
+def start_row(bench: LabBench, key: str, knob: Knob) -> Service:
+    env = {**common.FLOOD_ENV, "MAX_CLIENTS": "12000"}
+    name = f"knob-{key}"
+    if knob.gunicorn:
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        return start_app(bench, f"{CHAPTER02}/wsgi.py", name=name, env=env, command=lambda _port: command)
+    env.update({**knob.env, "KNOB_PACKAGES": str(PACKAGES)})
+    return start_app(bench, KNOB_SERVER, name=name, env=env)
+
+
+def client_options(knob: Knob) -> dict[str, Any]:
+    options: dict[str, Any] = {"deflate": knob.deflate}
+    if knob.msgpack:
+        import msgpack  # from PACKAGES, on the path since run() began
+
+        options["msgpack"] = msgpack
+    return options
+
+
+def _row(bench: LabBench, key: str, knob: Knob, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    row: dict[str, Any] = {"change": knob.change, "cost": knob.cost}
+    try:
+        service = start_row(bench, key, knob)
+    except (ServiceFailed, OSError) as exc:
+        return {**row, "broke": f"did not start: {str(exc).splitlines()[0][:200]}", "steps": {}}
+    try:
+        # What the process really runs with: a knob that did not take would be measured as one that did.
+        row["server"] = _get_json(f"{service.url}/knobs") if not knob.gunicorn else healthz(service.url)
+        fleet = LoadClient(service.url, sources=loopback_sources(settings.sources), **client_options(knob))
+        big = settings.big_clients if knob.big else None
+        row.update(asyncio.run(_steps(fleet, lambda: [service.pid], settings, budget, big)))
+    finally:
+        service.stop()
+    return row
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+async def _steps(
+    fleet: LoadClient,
+    pids: Callable[[], list[int]],
+    settings: Settings,
+    budget: common.Budget,
+    big: int | None = None,
+) -> dict[str, Any]:
+    """Each step; then, with `big`, the same fleet grown to `big` clients, recorded apart with its fds."""
+    base = _usage(pids())
+    found: dict[str, Any] = {"steps": {}}
+    async with fleet:
+        for clients in settings.client_steps:
+            step, why = await load_step(fleet, pids, clients, base, settings, budget)
+            found["steps"][str(clients)] = step  # as JSON keys are, so the record reads the same reloaded
+            if why:
+                return {**found, "broke": f"{clients:,} clients: {why}"}
+        if big:
+            step, why = await load_step(fleet, pids, big, base, settings, budget)
+            found["big"] = {"clients": big, **step, "broke": why, **_fd_budget(pids()[0], base, step)}
+    return found
+
+
+def _fd_budget(pid: int, base: dict[str, float], step: dict[str, Any]) -> dict[str, Any]:
+    """The descriptors the server holds at the big step, against the open-files limit it runs under."""
+    try:
+        soft, hard = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)
+    except psutil.Error:
+        soft = hard = None
+    return {"fds_at_start": int(base["fds"]), "fd_limit": {"soft": soft, "hard": hard}}
+
+
+def _usage(pids: list[int]) -> dict[str, float]:
+    """Memory, descriptors and CPU seconds of the server processes and their children, added up."""
+    return {
+        "rss": sum(common.tree_rss(pid) for pid in pids),
+        "fds": sum(common.tree_fds(pid) for pid in pids),
+        "cpu": sum(common.tree_cpu(pid) for pid in pids),
+    }
+
+
+async def load_step(
+    fleet: LoadClient,
+    pids: Callable[[], list[int]],
+    clients: int,
+    base: dict[str, float],
+    settings: Settings,
+    budget: common.Budget,
+) -> tuple[dict[str, Any], str | None]:
+    """Connect up to `clients`, then rounds one broadcast at a time and a burst. (record, why it broke)."""
+    step: dict[str, Any] = {}
+    if budget.spent():
+        return step, "the time budget was spent before this step"
+    opened = await fleet.open(
+        clients - len(fleet.connections), timeout=min(budget.left(), 20 + clients * 0.01)
+    )
+    step["connect"] = {"seconds": round(opened.seconds, 2), "failed": opened.failed, "errors": opened.errors}
+    if opened.failed:
+        return step, f"connection failures: {opened.failed}"
+    now = _usage(pids())
+    step["kb_per_connection"] = round((now["rss"] - base["rss"]) / clients / 1024, 1)
+    step["fds_per_connection"] = round((now["fds"] - base["fds"]) / clients, 2)
+    timeout = common.delivery_deadline(budget, clients * settings.rounds)
+    latency = await fleet.measure(settings.rounds, sequential=True, timeout=timeout)
+    step["latency"] = latency.as_dict()["latency"]
+    if not latency.complete:
+        return step, f"lost {latency.lost} of {latency.expected} deliveries one at a time"
+    count = max(2, min(MOST_BROADCASTS, settings.burst_deliveries // clients))
+    timeout = common.delivery_deadline(budget, clients * count)
+    bursts = []
+    for _ in range(settings.bursts):
+        cpu_before = _usage(pids())["cpu"]
+        burst = await fleet.measure(count, sequential=False, timeout=timeout)
+        server_cpu = _usage(pids())["cpu"] - cpu_before
+        # The burst's window runs from its first send to its last delivery: the server's CPU for it.
+        per_delivery = round(server_cpu / burst.delivered * 1e6, 2) if burst.delivered else None
+        bursts.append({**burst.as_dict(), "server_us_per_delivery": per_delivery})
+        if not burst.complete:
+            step["burst"] = bursts[-1]
+            return step, f"lost {burst.lost} of {burst.expected} deliveries in a burst"
+    # The median burst by the server's CPU per delivery: one burst caught by a hiccup moves nothing.
+    step["burst"] = sorted(bursts, key=lambda b: b["server_us_per_delivery"] or 0)[len(bursts) // 2]
+    step["bursts"] = [{key: b[key] for key in ("deliveries_per_s", "server_us_per_delivery")} for b in bursts]
+    return step, None
+
+
+def _idle(bench: LabBench, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    """The server's CPU with `idle_clients` connected and silent, per ping interval."""
+    found: dict[str, Any] = {}
+    for interval in settings.ping_intervals:
+        knob = Knob(f"ping_interval={interval:g}", "", env={"KNOB_PING_INTERVAL": f"{interval:g}"})
+        try:
+            service = start_row(bench, f"idle-{interval:g}", knob)
+        except (ServiceFailed, OSError) as exc:
+            found[f"{interval:g}"] = {"broke": f"did not start: {str(exc).splitlines()[0][:200]}"}
+            continue
+        try:
+            found[f"{interval:g}"] = asyncio.run(_at_rest(service, settings, budget))
+        finally:
+            service.stop()
+    return found
+
+
+async def _at_rest(service: Service, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    async with LoadClient(service.url, sources=loopback_sources(settings.sources)) as fleet:
+        opened = await fleet.open(settings.idle_clients, timeout=min(budget.left(), 60))
+        if opened.failed:
+            return {"broke": f"connection failures: {opened.failed}", "errors": opened.errors}
+        # Settle: the last handshakes' work is not rest.
+        await asyncio.sleep(2)
+        cpu, beats, started = common.tree_cpu(service.pid), fleet.heartbeats, time.monotonic()
+        await asyncio.sleep(settings.idle_seconds)  # the measurement window itself, not a wait on a condition
+        seconds = time.monotonic() - started
+        cpu, beats = common.tree_cpu(service.pid) - cpu, fleet.heartbeats - beats
+        return {
+            "clients": fleet.live,
+            "dropped": fleet.dropped,
+            "seconds": round(seconds, 1),
+            "server_cpu_percent": round(cpu / seconds * 100, 2),
+            "heartbeats_per_s": round(beats / seconds, 1),
+            "server_us_per_heartbeat": round(cpu / beats * 1e6, 1) if beats else None,
+        }
+
+
+def _processes(bench: LabBench, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    """Chapter 04's app behind its nginx, with Redis between the instances: one instance, then two."""
+    found: dict[str, Any] = {}
+    for count in settings.processes:
+        topology = Topology(
+            CHAPTER04, instances=count, needs_redis=True, balancer=("nginx", NGINX_CONF), env=common.FLOOD_ENV
+        )
+        try:
+            services = start_topology(bench, topology, prefix=f"procs{count}", timeout=60)
+        except ServiceFailed as exc:
+            found[str(count)] = {"broke": f"did not start: {str(exc).splitlines()[0][:200]}", "steps": {}}
+            continue
+        proxy = services[0]
+        try:
+            # Many source addresses: the config hashes the client's address to pick an instance.
+            fleet = LoadClient(proxy.url, sources=loopback_sources(64))
+            pids = [s.pid for s in services]
+            found[str(count)] = asyncio.run(_steps(fleet, lambda pids=pids: pids, settings, budget))
+        finally:
+            common.stop_services(services)
+    return found
+
+
+# -- judging ------------------------------------------------------------------------------------
+
+METRICS = {
+    # key: (what it is, where it is in a step, True when more is better)
+    "server_us_per_delivery": ("server CPU per delivery", ("burst", "server_us_per_delivery"), False),
+    "deliveries_per_s": ("deliveries/s", ("burst", "deliveries_per_s"), True),
+    "p99_ms": ("broadcast p99", ("latency", "p99_ms"), False),
+}
+
+
+def _metric(row: dict[str, Any], clients: int, metric: str) -> float | None:
+    step = row.get("steps", {}).get(str(clients))
+    value: Any = step
+    for part in METRICS[metric][1]:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def noise(record: dict[str, Any]) -> dict[str, Any]:
+    """How far the baseline's two runs landed apart, per metric, as a share: the widest at any step.
+
+    The two runs are the same server, minutes apart: what the machine's drift alone does. A
+    single step's pair can land close by luck, so the widest gap over every step is taken.
+    """
+    steps = record["settings"]["client_steps"]
+    found: dict[str, Any] = {"clients": max(steps)}
+    for metric in METRICS:
+        spreads = []
+        for clients in steps:
+            a, b = (
+                _metric(record["rows"].get(key, {}), clients, metric) for key in (BASELINE, BASELINE_AGAIN)
+            )
+            if a and b:
+                spreads.append(abs(a - b) / ((a + b) / 2))
+        found[metric] = round(max(MIN_NOISE, *spreads), 3) if spreads else None
+    return found
+
+
+def _baseline(record: dict[str, Any], clients: int, metric: str) -> float | None:
+    values = [_metric(record["rows"].get(key, {}), clients, metric) for key in (BASELINE, BASELINE_AGAIN)]
+    values = [v for v in values if v]
+    return sum(values) / len(values) if values else None
+
+
+def verdicts(record: dict[str, Any]) -> dict[str, Any]:
+    """Per row, each metric's change against the baselines' mean at every step, and a word for it."""
+    found: dict[str, Any] = {}
+    for key, row in record["rows"].items():
+        if key in (BASELINE, BASELINE_AGAIN):
+            continue
+        changes: dict[str, dict[str, float | None]] = {}
+        for metric in METRICS:
+            changes[metric] = {}
+            for clients in record["settings"]["client_steps"]:
+                value, base = _metric(row, clients, metric), _baseline(record, clients, metric)
+                changes[metric][str(clients)] = round(value / base - 1, 3) if value and base else None
+        found[key] = {"changes": changes, "verdict": _word(changes, record["noise"], row)}
+    return found
+
+
+def _word(changes: dict[str, dict[str, float | None]], noise_: dict[str, Any], row: dict[str, Any]) -> str:
+    """helps / costs / no measurable change, judged on the server's CPU per delivery.
+
+    A row helps (or costs) only when it does at every step, each time by more than the noise.
+    """
+    if row.get("broke"):
+        return f"broke: {row['broke']}"
+    found, limit = list(changes["server_us_per_delivery"].values()), noise_["server_us_per_delivery"]
+    if not found or None in found or limit is None:
+        return "not measured"
+    if all(change < -limit for change in found):
+        return "helps"
+    if all(change > limit for change in found):
+        return "costs"
+    return "no measurable change"
+
+
+def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each row and comparison delivered every message: otherwise its figures mean nothing."""
+    found = []
+    for key, row in record["rows"].items():
+        found.append(
+            {
+                "target": f"{key}: every delivery arrives",
+                "measured": row.get("broke") or "all",
+                "pass": not row.get("broke"),
+            }
+        )
+    for count, data in record["processes"].items():
+        found.append(
+            {
+                "target": f"{count} process(es) behind nginx: every delivery arrives",
+                "measured": data.get("broke") or "all",
+                "pass": not data.get("broke"),
+            }
+        )
+    for interval, data in record["idle"].items():
+        held = data.get("clients")
+        found.append(
+            {
+                "target": f"ping_interval {interval} s: every idle client stays connected",
+                "measured": data.get("broke") or f"{held:,} connected, {data['dropped']} dropped",
+                "pass": not data.get("broke") and data.get("dropped") == 0,
+            }
+        )
+    return found
+
+
+# -- the summary --------------------------------------------------------------------------------
+
+
+def headline(record: dict[str, Any]) -> dict[str, str | None]:
+    """What a reader compares across machines: the baseline at the largest step, and each row's verdict."""
+    clients = record["noise"]["clients"]
+    base = {metric: _baseline(record, clients, metric) for metric in METRICS}
+    found = {
+        f"baseline µs per delivery ({clients:,})": report.figure(base["server_us_per_delivery"]),
+        f"baseline deliveries/s ({clients:,})": report.figure(base["deliveries_per_s"], ",.0f"),
+    }
+    for key, verdict in record["verdicts"].items():
+        change = verdict["changes"]["server_us_per_delivery"].get(str(clients))
+        found[f"{key}: CPU per delivery vs baseline (%)"] = report.figure(
+            None if change is None else change * 100, ".0f"
+        )
+    return found
+
+
+def _pct(change: float | None) -> str | None:
+    return None if change is None else f"{change:+.0%}"
+
+
+def _cell(row: dict[str, Any], clients: int) -> str | None:
+    step = row.get("steps", {}).get(str(clients))
+    if not step or "burst" not in step:
+        return None
+    latency, burst = step["latency"], step["burst"]
+    return (
+        f"{latency['p50_ms']:.0f} / {latency['p99_ms']:.0f} ms; {burst['deliveries_per_s']:,}/s; "
+        f"{burst['server_us_per_delivery']} µs"
+    )
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    lines = report.machine_line(record, NAME)
+    steps = record["settings"]["client_steps"]
+    clients = record["noise"]["clients"]
+    header = ["row", "what changes"]
+    header += [f"{n:,} clients: p50 / p99; deliveries/s; server CPU per delivery" for n in steps]
+    header += [
+        "KB / fds per connection",
+        f"server CPU per delivery vs baseline ({' / '.join(f'{n:,}' for n in steps)})",
+        "verdict",
+        "what it costs",
+    ]
+    rows = []
+    for key, row in record["rows"].items():
+        verdict = record["verdicts"].get(key, {})
+        biggest = row.get("steps", {}).get(str(clients), {})
+        per_conn = (
+            f"{biggest['kb_per_connection']} / {biggest['fds_per_connection']}"
+            if "kb_per_connection" in biggest
+            else None
+        )
+        changes = verdict.get("changes", {}).get("server_us_per_delivery", {})
+        rows.append(
+            [
+                key,
+                row["change"] if key != BASELINE_AGAIN else "the baseline, run last: the noise",
+                *(_cell(row, n) for n in steps),
+                per_conn,
+                " / ".join(_pct(changes.get(str(n))) or "–" for n in steps) if changes else None,
+                verdict.get("verdict") or ("reference" if key in (BASELINE, BASELINE_AGAIN) else None),
+                row["cost"] if key != BASELINE_AGAIN else None,
+            ]
+        )
+    lines.append(report.markdown_table(header, rows))
+    n = record["noise"]
+    lines.append(
+        f"The baseline's two runs landed up to {_share(n['server_us_per_delivery'])} apart in server CPU "
+        f"per delivery, {_share(n['deliveries_per_s'])} in deliveries/s and {_share(n['p99_ms'])} in p99 "
+        f"(the widest gap at any step, never taken as less than {MIN_NOISE:.0%}). A row *helps* or *costs* "
+        "only when its server CPU per delivery moves the same way by more than that at every step; "
+        "otherwise it changed nothing this run can see.\n"
+    )
+    lines.append(_big_lines(record))
+    lines.append(_idle_table(record))
+    lines.append(_processes_table(record))
+    lines.append(report.targets_table(record["targets"]))
+    return "\n".join(lines)
+
+
+def _big_lines(record: dict[str, Any]) -> str:
+    """The big step: how many descriptors its clients took, against the limit: the fd arithmetic."""
+    lines = []
+    baseline = record["rows"].get(BASELINE, {}).get("steps", {})
+    simple = max(baseline.items(), key=lambda kv: int(kv[0]), default=(None, {}))[1].get("fds_per_connection")
+    for key, row in record["rows"].items():
+        big = row.get("big")
+        if not big:
+            continue
+        per = big.get("fds_per_connection")
+        limit = big["fd_limit"]["soft"]
+        n = big["clients"]
+        held = (
+            f"held {n:,} clients" if not big.get("broke") else f"did not hold {n:,} clients ({big['broke']})"
+        )
+        need = big["fds_at_start"] + per * big["clients"] if per is not None else None
+        said = f"**{n:,} clients on one process.** With {key}, the server {held}"
+        if need is not None and limit:
+            said += (
+                f", at {per} file descriptors each: {big['fds_at_start']:,} at start plus {per} × {n:,} "
+                f"is about {need:,.0f}, against its open-files limit of {limit:,}"
+            )
+        lines.append(said + ".")
+        if simple and limit:
+            simple_need = big["fds_at_start"] + simple * n
+            where = "beyond" if simple_need > limit else "within"
+            lines.append(
+                f"simple-websocket holds {simple} per connection (the baseline above): {n:,} clients "
+                f"need about {simple_need:,.0f} descriptors, {where} a limit of {limit:,}."
+            )
+        if big.get("burst"):
+            latency, burst = big["latency"], big["burst"]
+            lines.append(
+                f"At {big['clients']:,}: p50 / p99 {latency['p50_ms']:.0f} / {latency['p99_ms']:.0f} ms, "
+                f"{burst['deliveries_per_s']:,} deliveries/s, "
+                f"{burst['delivered']:,} of {burst['expected']:,} delivered."
+            )
+    return " ".join(lines) + "\n" if lines else ""
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _idle_table(record: dict[str, Any]) -> str:
+    rows = []
+    for interval, data in record["idle"].items():
+        if "broke" in data:
+            rows.append([f"{interval} s", None, None, None, data["broke"]])
+            continue
+        rows.append(
+            [
+                f"{interval} s",
+                f"{data['clients']:,}",
+                data["server_cpu_percent"],
+                data["heartbeats_per_s"],
+                data["server_us_per_heartbeat"],
+            ]
+        )
+    header = [
+        "ping_interval",
+        "idle clients",
+        "server CPU at rest (% of a core)",
+        "heartbeats/s",
+        "µs per heartbeat",
+    ]
+    return report.markdown_table(header, rows)
+
+
+def _processes_table(record: dict[str, Any]) -> str:
+    steps = record["settings"]["client_steps"]
+    rows = []
+    for count, data in record["processes"].items():
+        rows.append([count, *(_cell(data, n) for n in steps), data.get("broke") or "all delivered"])
+    header = ["chapter 04 instances behind nginx"]
+    header += [f"{n:,} clients: p50 / p99; deliveries/s; CPU per delivery (nginx + instances)" for n in steps]
+    header += ["result"]
+    return report.markdown_table(header, rows)
