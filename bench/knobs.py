@@ -5,8 +5,13 @@ by socketio.run, with simple-websocket and python-socketio's JSON), measured by 
 client in the same run, at 1,000 and 2,000 clients: broadcast p50/p99 (one broadcast at a time),
 deliveries per second (a burst), the server's CPU per delivery over that burst, and its memory
 and file descriptors per connection. bench/knob_server.py serves each row: the chapter's own
-create_app with the row's SocketIO options added. The baseline runs first and again last: how far
-its two runs land apart is this run's noise, and a row inside it changed nothing measurable.
+create_app with the row's SocketIO options added.
+
+The machine drifts over minutes (the same server, measured twice, landed up to a third apart in
+CPU per delivery here), so each row is compared with the baseline run just before it and just
+after it: baseline, row, baseline, row, ..., baseline. A row changed something only when it lies
+further from its two neighbours' mean than they lie from each other, and than the typical gap
+between any two neighbouring baselines of the run, at every step.
 
 Two more comparisons have their own baselines:
 - the heartbeat: 5,000 idle clients, ping_interval 25 s (the default) against 5 s: the server's
@@ -18,6 +23,7 @@ Two more comparisons have their own baselines:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -66,7 +72,6 @@ class Knob:
 
 
 BASELINE = "baseline"
-BASELINE_AGAIN = "baseline-again"
 KNOBS: dict[str, Knob] = {
     BASELINE: Knob(
         "chapter 02 under gevent: `socketio.run`, simple-websocket, JSON; clients offer no compression",
@@ -131,15 +136,24 @@ def run(quick: bool, max_clients: int | None, out: str | None) -> dict[str, Any]
     settings = common.up_to(QUICK if quick else FULL, max_clients)
     record: dict[str, Any] = {**common.new_record(NAME, quick, settings), "rows": {}}
     budget = common.Budget(settings.total_seconds)
-    order = [*KNOBS, BASELINE_AGAIN]
+    changes = [key for key in KNOBS if key != BASELINE]
+    # After each row, the baseline again: every row has a baseline run on either side of it.
+    record["baselines_after"] = []
     with (
         LabBench(common.log_dir(NAME)) as bench,
-        tqdm(total=len(order) + 2, desc="bench knobs", unit="row", file=sys.stderr) as bar,
+        tqdm(total=2 * len(changes) + 3, desc="bench knobs", unit="run", file=sys.stderr) as bar,
     ):
-        for key in order:
+        bar.set_postfix_str(BASELINE)
+        record["rows"][BASELINE] = _row(bench, BASELINE, KNOBS[BASELINE], settings, budget)
+        bar.update(1)
+        for key in changes:
             bar.set_postfix_str(key)
-            record["rows"][key] = _row(
-                bench, key, KNOBS[key if key != BASELINE_AGAIN else BASELINE], settings, budget
+            record["rows"][key] = _row(bench, key, KNOBS[key], settings, budget)
+            bar.update(1)
+            bar.set_postfix_str(f"{BASELINE} after {key}")
+            after = _row(bench, f"{BASELINE}-after-{key}", KNOBS[BASELINE], settings, budget)
+            record["baselines_after"].append(
+                {part: value for part, value in after.items() if part in ("steps", "broke")}
             )
             bar.update(1)
         bar.set_postfix_str("heartbeat at rest")
@@ -372,56 +386,86 @@ def _metric(row: dict[str, Any], clients: int, metric: str) -> float | None:
     return value
 
 
-def noise(record: dict[str, Any]) -> dict[str, Any]:
-    """How far the baseline's two runs landed apart, per metric, as a share: the widest at any step.
+def _changed(record: dict[str, Any]) -> list[str]:
+    """The rows that change something, in the order they ran (each followed by a baseline run)."""
+    return [key for key in record["rows"] if key != BASELINE]
 
-    The two runs are the same server, minutes apart: what the machine's drift alone does. A
-    single step's pair can land close by luck, so the widest gap over every step is taken.
+
+def _neighbours(record: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The baseline runs just before and just after row `key`."""
+    runs = [record["rows"][BASELINE], *record["baselines_after"]]
+    index = _changed(record).index(key)
+    return runs[index], runs[index + 1]
+
+
+def _gap(a: float | None, b: float | None) -> float | None:
+    """How far apart two runs of one server landed, as a share of their mean."""
+    return abs(a - b) / ((a + b) / 2) if a and b else None
+
+
+def noise(record: dict[str, Any]) -> dict[str, Any]:
+    """Per metric: the gaps between neighbouring baseline runs, their median, and each row's own.
+
+    Neighbouring runs are the same server, minutes apart: what the machine's drift alone does.
+    A row's noise is the larger of its own neighbours' gap (the widest at any step) and the
+    run's median gap, so two neighbours that agree by luck do not make a small change look real.
     """
     steps = record["settings"]["client_steps"]
-    found: dict[str, Any] = {"clients": max(steps)}
+    runs = [record["rows"][BASELINE], *record["baselines_after"]]
+    found: dict[str, Any] = {"clients": max(steps), "runs": len(runs)}
     for metric in METRICS:
-        spreads = []
-        for clients in steps:
-            a, b = (
-                _metric(record["rows"].get(key, {}), clients, metric) for key in (BASELINE, BASELINE_AGAIN)
-            )
-            if a and b:
-                spreads.append(abs(a - b) / ((a + b) / 2))
-        found[metric] = round(max(MIN_NOISE, *spreads), 3) if spreads else None
+        gaps = [
+            gap
+            for before, after in itertools.pairwise(runs)
+            for clients in steps
+            if (gap := _gap(_metric(before, clients, metric), _metric(after, clients, metric))) is not None
+        ]
+        typical = sorted(gaps)[len(gaps) // 2] if gaps else None
+        by_row = {}
+        for key in _changed(record):
+            before, after = _neighbours(record, key)
+            own = [_gap(_metric(before, n, metric), _metric(after, n, metric)) for n in steps]
+            known = [gap for gap in own if gap is not None]
+            by_row[key] = round(max(MIN_NOISE, typical or 0, *known), 3) if known and typical else None
+        found[metric] = {
+            "median_gap": round(typical, 3) if typical is not None else None,
+            "widest_gap": round(max(gaps), 3) if gaps else None,
+            "by_row": by_row,
+        }
     return found
 
 
-def _baseline(record: dict[str, Any], clients: int, metric: str) -> float | None:
-    values = [_metric(record["rows"].get(key, {}), clients, metric) for key in (BASELINE, BASELINE_AGAIN)]
+def _baseline(record: dict[str, Any], key: str, clients: int, metric: str) -> float | None:
+    """Row `key`'s reference: the mean of the baseline runs on either side of it."""
+    values = [_metric(run, clients, metric) for run in _neighbours(record, key)]
     values = [v for v in values if v]
     return sum(values) / len(values) if values else None
 
 
 def verdicts(record: dict[str, Any]) -> dict[str, Any]:
-    """Per row, each metric's change against the baselines' mean at every step, and a word for it."""
+    """Per row, each metric's change against its neighbouring baselines at every step, and a word for it."""
     found: dict[str, Any] = {}
-    for key, row in record["rows"].items():
-        if key in (BASELINE, BASELINE_AGAIN):
-            continue
+    for key in _changed(record):
+        row = record["rows"][key]
         changes: dict[str, dict[str, float | None]] = {}
         for metric in METRICS:
             changes[metric] = {}
             for clients in record["settings"]["client_steps"]:
-                value, base = _metric(row, clients, metric), _baseline(record, clients, metric)
+                value, base = _metric(row, clients, metric), _baseline(record, key, clients, metric)
                 changes[metric][str(clients)] = round(value / base - 1, 3) if value and base else None
-        found[key] = {"changes": changes, "verdict": _word(changes, record["noise"], row)}
+        limit = record["noise"]["server_us_per_delivery"]["by_row"].get(key)
+        found[key] = {"changes": changes, "noise": limit, "verdict": _word(changes, limit, row)}
     return found
 
 
-def _word(changes: dict[str, dict[str, float | None]], noise_: dict[str, Any], row: dict[str, Any]) -> str:
+def _word(changes: dict[str, dict[str, float | None]], limit: float | None, row: dict[str, Any]) -> str:
     """helps / costs / no measurable change, judged on the server's CPU per delivery.
 
     A row helps (or costs) only when it does at every step, each time by more than the noise.
     """
     if row.get("broke"):
         return f"broke: {row['broke']}"
-    found, limit = list(changes["server_us_per_delivery"].values()), noise_["server_us_per_delivery"]
+    found = list(changes["server_us_per_delivery"].values())
     if not found or None in found or limit is None:
         return "not measured"
     if all(change < -limit for change in found):
@@ -434,7 +478,12 @@ def _word(changes: dict[str, dict[str, float | None]], noise_: dict[str, Any], r
 def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Each row and comparison delivered every message: otherwise its figures mean nothing."""
     found = []
-    for key, row in record["rows"].items():
+    runs = [*record["rows"].items()]
+    runs += [
+        (f"{BASELINE} after {key}", run)
+        for key, run in zip(_changed(record), record["baselines_after"], strict=True)
+    ]
+    for key, row in runs:
         found.append(
             {
                 "target": f"{key}: every delivery arrives",
@@ -466,12 +515,17 @@ def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def headline(record: dict[str, Any]) -> dict[str, str | None]:
-    """What a reader compares across machines: the baseline at the largest step, and each row's verdict."""
+    """What a reader compares across machines: the baseline at the largest step, and each row's change."""
     clients = record["noise"]["clients"]
-    base = {metric: _baseline(record, clients, metric) for metric in METRICS}
+    runs = [record["rows"][BASELINE], *record["baselines_after"]]
+
+    def median(metric: str) -> float | None:
+        values = sorted(v for run in runs if (v := _metric(run, clients, metric)))
+        return values[len(values) // 2] if values else None
+
     found = {
-        f"baseline µs per delivery ({clients:,})": report.figure(base["server_us_per_delivery"]),
-        f"baseline deliveries/s ({clients:,})": report.figure(base["deliveries_per_s"], ",.0f"),
+        f"baseline µs per delivery ({clients:,})": report.figure(median("server_us_per_delivery")),
+        f"baseline deliveries/s ({clients:,})": report.figure(median("deliveries_per_s"), ",.0f"),
     }
     for key, verdict in record["verdicts"].items():
         change = verdict["changes"]["server_us_per_delivery"].get(str(clients))
@@ -504,7 +558,8 @@ def summary_markdown(record: dict[str, Any]) -> str:
     header += [f"{n:,} clients: p50 / p99; deliveries/s; server CPU per delivery" for n in steps]
     header += [
         "KB / fds per connection",
-        f"server CPU per delivery vs baseline ({' / '.join(f'{n:,}' for n in steps)})",
+        f"server CPU per delivery vs the baselines beside it ({' / '.join(f'{n:,}' for n in steps)})",
+        "noise: the larger of its baselines' gap and the run's median gap",
         "verdict",
         "what it costs",
     ]
@@ -521,22 +576,24 @@ def summary_markdown(record: dict[str, Any]) -> str:
         rows.append(
             [
                 key,
-                row["change"] if key != BASELINE_AGAIN else "the baseline, run last: the noise",
+                row["change"],
                 *(_cell(row, n) for n in steps),
                 per_conn,
                 " / ".join(_pct(changes.get(str(n))) or "–" for n in steps) if changes else None,
-                verdict.get("verdict") or ("reference" if key in (BASELINE, BASELINE_AGAIN) else None),
-                row["cost"] if key != BASELINE_AGAIN else None,
+                _share(verdict.get("noise")) if verdict else None,
+                verdict.get("verdict") or ("reference: its first run" if key == BASELINE else None),
+                row["cost"],
             ]
         )
     lines.append(report.markdown_table(header, rows))
-    n = record["noise"]
+    cpu = record["noise"]["server_us_per_delivery"]
     lines.append(
-        f"The baseline's two runs landed up to {_share(n['server_us_per_delivery'])} apart in server CPU "
-        f"per delivery, {_share(n['deliveries_per_s'])} in deliveries/s and {_share(n['p99_ms'])} in p99 "
-        f"(the widest gap at any step, never taken as less than {MIN_NOISE:.0%}). A row *helps* or *costs* "
-        "only when its server CPU per delivery moves the same way by more than that at every step; "
-        "otherwise it changed nothing this run can see.\n"
+        f"The baseline ran {record['noise']['runs']} times: first, then after each row, so every row "
+        "is compared with the mean of the two baseline runs beside it. Two neighbouring baseline runs "
+        f"landed a median {_share(cpu['median_gap'])} apart in server CPU per delivery, and up to "
+        f"{_share(cpu['widest_gap'])}. A row *helps* or *costs* only when its server CPU per delivery "
+        "moves the same way by more than its noise at every step (never taken as less than "
+        f"{MIN_NOISE:.0%}); otherwise it changed nothing this run can see.\n"
     )
     lines.append(_big_lines(record))
     lines.append(_idle_table(record))
