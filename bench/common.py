@@ -183,6 +183,20 @@ def _tree_total(pid: int, measure: Callable[[psutil.Process], float]) -> float:
     return total
 
 
+def open_files_limit(pid: int) -> dict[str, int | str] | None:
+    """A process's open-files limit, from /proc/<pid>/limits: prlimit() on another user's process
+    (nginx's workers) is refused here. "unlimited" stays a word."""
+    try:
+        lines = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return {key: int(v) if v.isdigit() else v for key, v in (("soft", soft), ("hard", hard))}
+    return None
+
+
 @dataclass
 class Budget:
     """A wall-clock allowance: scenarios ask it how long they may still wait."""

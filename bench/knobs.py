@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from tqdm import tqdm
 
 from bench import common, report
 from bench.loadclient import LoadClient, loopback_sources
-from lab.apps import healthz, start_app
+from lab.apps import get_json, healthz, start_app
 from lab.chapters import Topology, start_topology
 from lab.deps import MissingDependency
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
@@ -96,7 +93,7 @@ KNOBS: dict[str, Knob] = {
         msgpack=True,
     ),
     "deflate": Knob(
-        "clients offer per-message deflate, as every browser does, and simple-websocket accepts it",
+        "clients offer per-message deflate, as browsers do, and simple-websocket accepts it",
         "nothing to install: it is what browsers get unless the server refuses the extension",
         deflate=True,
     ),
@@ -208,18 +205,15 @@ def _row(bench: LabBench, key: str, knob: Knob, settings: Settings, budget: comm
         return {**row, "broke": f"did not start: {str(exc).splitlines()[0][:200]}", "steps": {}}
     try:
         # What the process really runs with: a knob that did not take would be measured as one that did.
-        row["server"] = _get_json(f"{service.url}/knobs") if not knob.gunicorn else healthz(service.url)
+        row["server"] = (
+            get_json(f"{service.url}/knobs", timeout=5) if not knob.gunicorn else healthz(service.url)
+        )
         fleet = LoadClient(service.url, sources=loopback_sources(settings.sources), **client_options(knob))
         big = settings.big_clients if knob.big else None
         row.update(asyncio.run(_steps(fleet, lambda: [service.pid], settings, budget, big)))
     finally:
         service.stop()
     return row
-
-
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
 
 
 async def _steps(
@@ -240,17 +234,16 @@ async def _steps(
                 return {**found, "broke": f"{clients:,} clients: {why}"}
         if big:
             step, why = await load_step(fleet, pids, big, base, settings, budget)
-            found["big"] = {"clients": big, **step, "broke": why, **_fd_budget(pids()[0], base, step)}
+            # The descriptors at start and the open-files limit: the fd arithmetic of the summary.
+            limit = common.open_files_limit(pids()[0]) or {"soft": None}
+            found["big"] = {
+                "clients": big,
+                **step,
+                "broke": why,
+                "fds_at_start": int(base["fds"]),
+                "fd_limit": limit,
+            }
     return found
-
-
-def _fd_budget(pid: int, base: dict[str, float], step: dict[str, Any]) -> dict[str, Any]:
-    """The descriptors the server holds at the big step, against the open-files limit it runs under."""
-    try:
-        soft, hard = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)
-    except psutil.Error:
-        soft = hard = None
-    return {"fds_at_start": int(base["fds"]), "fd_limit": {"soft": soft, "hard": hard}}
 
 
 def _usage(pids: list[int]) -> dict[str, float]:

@@ -646,16 +646,21 @@ class LoadClient:
         else:
             self.unexpected += 1
 
-    def _on_broadcast(self, conn: LeanConnection, data: bytes | str) -> None:
+    def _on_broadcast(self, conn: LeanConnection, data: bytes) -> None:
         now = perf_counter()
-        if self.keep_events and isinstance(data, bytes):
+        if self.keep_events:
             conn.events.append(("broadcast", json.loads(data[2:])[1]))
-        mark = SEQ_MARK if isinstance(data, bytes) else "#"
-        start = data.find(mark, 15 if isinstance(data, bytes) else 0) + 1
+        start = data.find(SEQ_MARK, 15) + 1
         try:
-            seq = int(data[start : data.index(mark, start)])
+            seq = int(data[start : data.index(SEQ_MARK, start)])
+        except ValueError:
+            return  # someone else's broadcast
+        self._count_delivery(conn, seq, now)
+
+    def _count_delivery(self, conn: LeanConnection, seq: int, now: float) -> None:
+        try:
             sent = self.sent_at[seq]
-        except (ValueError, IndexError):
+        except IndexError:
             return  # someone else's broadcast
         if seq <= conn.last_seq:
             self.disorder += 1  # counted all the same: a repeat shows as more deliveries than expected
@@ -678,9 +683,13 @@ class LoadClient:
         packet = self.msgpack.unpackb(data) if self.msgpack else {}
         kind, args = packet.get("type"), packet.get("data")
         if kind == EVENT and isinstance(args, list) and args[:1] == ["broadcast"]:
+            now = perf_counter()
             if self.keep_events:
                 conn.events.append(("broadcast", args[1]))
-            self._on_broadcast(conn, str(args[1].get("text", "")))
+            _, _, rest = str(args[1].get("text", "")).partition("#")  # "#<seq>#..."
+            seq, mark, _ = rest.partition("#")
+            if mark and seq.isdigit():
+                self._count_delivery(conn, int(seq), now)
         elif kind == EVENT and isinstance(args, list):
             if self.keep_events:
                 conn.events.append((args[0], args[1] if len(args) > 1 else None))

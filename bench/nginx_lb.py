@@ -27,7 +27,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -303,26 +302,9 @@ def _limits(proxy: Service, cluster: list[Service]) -> dict[str, Any]:
         asked[name] = found.group(1) if found else None
     return {
         "nginx_conf": asked,
-        "nginx_workers": [_open_files_limit(child.pid) for child in _children(proxy.pid)],
-        "instances": [_open_files_limit(s.pid) for s in cluster],
+        "nginx_workers": [common.open_files_limit(child.pid) for child in _children(proxy.pid)],
+        "instances": [common.open_files_limit(s.pid) for s in cluster],
     }
-
-
-def _open_files_limit(pid: int) -> dict[str, int | str] | None:
-    """From /proc/<pid>/limits: prlimit() on nginx's workers (another user) is refused here."""
-    try:
-        lines = Path(f"/proc/{pid}/limits").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("Max open files"):
-            soft, hard = line.split()[3:5]
-            return {"soft": _number(soft), "hard": _number(hard)}
-    return None
-
-
-def _number(text: str) -> int | str:
-    return int(text) if text.isdigit() else text  # "unlimited" stays a word
 
 
 def _nginx_problems(log: str, most: int = 8) -> list[dict[str, Any]]:

@@ -13,14 +13,20 @@ import sys
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
 
+def get_json(url: str, timeout: float = 1.0) -> Any:
+    """GET `url` and return its JSON body."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
 def healthz(url: str, timeout: float = 1.0) -> dict:
     """GET <url>/healthz and return its JSON body."""
-    with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as response:
-        return json.load(response)
+    return get_json(f"{url}/healthz", timeout)
 
 
 def start_app(

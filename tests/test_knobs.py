@@ -14,7 +14,7 @@ import pytest
 
 from bench import knobs
 from bench.loadclient import LoadClient
-from lab.apps import healthz
+from lab.apps import get_json, healthz, start_app
 
 BASELINE = {
     "websocket": "simple-websocket",
@@ -60,7 +60,7 @@ def test_each_row_runs_its_knob_and_the_load_client_counts_every_delivery_in_it(
     """Each knobs-table row runs its knob, and the lean client counts every delivery in its protocol."""
     knob = knobs.KNOBS[key]
     server = knobs.start_row(bench, key, knob)
-    assert knobs._get_json(f"{server.url}/knobs") == {**BASELINE, **IN_FORCE[key]}
+    assert get_json(f"{server.url}/knobs") == {**BASELINE, **IN_FORCE[key]}
     inflating, unexpected = asyncio.run(_count_every_delivery(server.url, knobs.client_options(knob)))
     assert unexpected == 0
     # Compressed frames are read only where the server agreed to compress (simple-websocket does).
@@ -79,3 +79,13 @@ def test_the_gunicorn_row_serves_the_chapters_production_command(bench):
     server = knobs.start_row(bench, "gunicorn", knobs.KNOBS["gunicorn"])
     answer = healthz(server.url)
     assert answer["async_mode"] == "gevent" and answer["server"].startswith("gunicorn")
+
+
+@pytest.mark.browser
+def test_a_browser_page_gets_per_message_deflate_from_the_chapter_unasked(bench, open_page):
+    """Chromium's WebSocket to chapter 02's gevent page comes up compressed: the deflate row's case."""
+    app = start_app(bench, "chapters/02_async_modes/run_gevent.py")
+    page = open_page(app.url + "/")
+    page.get_by_test_id("transport").filter(has_text="websocket").wait_for(timeout=10_000)
+    # The WebSocket's `extensions`: what the server agreed to of what the browser offered.
+    assert "permessage-deflate" in page.evaluate("socket.io.engine.transport.ws.extensions")
