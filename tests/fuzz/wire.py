@@ -25,6 +25,17 @@ HTTP_SERVER_LINE = re.compile(
 )
 # python-engineio logs a few errors once per process, then at INFO: bounded, not one per client.
 ONCE_PER_PROCESS = "(further occurrences of this error will be logged with level INFO)"
+# A race in the libraries under Werkzeug (threading mode), seen once in about ten CI runs and
+# not reproduced at will: after the edge has closed a WebSocket for a malformed frame, Werkzeug
+# goes on reading the connection as HTTP, answers the client's next frame with a 400 and closes
+# the socket, sometimes before python-engineio's writer thread has sent its close frame. That
+# thread then dies on the closed socket, with a traceback. At most one per connection, and no
+# client can tell; under gevent, simple-websocket works on its own copy of the socket.
+WRITER_CLOSED_RACE = re.compile(
+    r"Exception in thread [^\n]*\(writer\):\nTraceback \(most recent call last\):\n"
+    r"(?:  [^\n]*\n)*?  File \"[^\"]*/engineio/socket\.py\", line \d+, in writer\n    ws\.close\(\)\n"
+    r"(?:  [^\n]*\n)*?OSError: \[Errno 9\] Bad file descriptor\n"
+)
 # The one line a malformed packet may cost, and the one line a handler's failure may cost.
 CLOSED_LINE = re.compile(r"closed (?P<eio_sid>\S+): malformed packet \(\w+: ")
 REFUSED_LINE = re.compile(r"refused '.*' from \S+: \w+: ")
@@ -49,10 +60,10 @@ class AppLog:
     def lines_since(self, mark: int) -> list[str]:
         """The lines written since `mark` that a client's input caused; never a traceback.
 
-        Left out: the HTTP server's lines about each request, and python-engineio's
-        once-per-process errors.
+        Left out: the HTTP server's lines about each request, python-engineio's
+        once-per-process errors, and the writer thread's race under Werkzeug (above).
         """
-        text = self.since(mark)
+        text = WRITER_CLOSED_RACE.sub("", self.since(mark))
         assert "Traceback" not in text, f"a traceback in the app's log, ending:\n{text[-1200:]}"
         return [
             line
