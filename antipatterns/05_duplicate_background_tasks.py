@@ -40,8 +40,9 @@ from pathlib import Path  # noqa: E402
 
 # The chapter's package, loaded by path ("05_celery" is not an importable package name).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "05_celery"))
-from taskboard import FIGURE_SECONDS, HOST, INSTANCE_NAME, PORT, create_app, events, socketio  # noqa: E402
+from taskboard import FIGURE_SECONDS, INSTANCE_NAME, create_app, events, socketio  # noqa: E402
 from taskboard.tasks import dashboard_figure  # noqa: E402
+from taskboard.web import serve  # noqa: E402
 
 producer = None
 producer_lock = threading.Lock()
@@ -72,4 +73,4 @@ app = create_app()
 socketio.on_namespace(TaskEventsWithProducer("/"))
 
 if __name__ == "__main__":
-    socketio.run(app, host=HOST, port=PORT, log_output=False)
+    serve(app)

@@ -35,7 +35,8 @@ from flask import request  # noqa: E402
 
 # The chapter's package, loaded by path ("05_celery" is not an importable package name).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "05_celery"))
-from taskboard import HOST, PORT, create_app, events, socketio  # noqa: E402
+from taskboard import create_app, events  # noqa: E402
+from taskboard.web import serve  # noqa: E402
 
 
 # --8<-- [start:reply_to]
@@ -51,4 +52,4 @@ events.reply_to = reply_to
 app = create_app()
 
 if __name__ == "__main__":
-    socketio.run(app, host=HOST, port=PORT, log_output=False)
+    serve(app)

@@ -8,11 +8,12 @@ from gevent import monkey
 
 monkey.patch_all()
 
-from taskboard import HOST, PORT, create_app, socketio  # noqa: E402
+from taskboard import create_app  # noqa: E402
+from taskboard.web import serve  # noqa: E402
 
 # --8<-- [start:run]
 app = create_app()
 
 if __name__ == "__main__":
-    socketio.run(app, host=HOST, port=PORT, log_output=False)
+    serve(app)  # socketio.run, with TCP_NODELAY: taskboard/web.py
 # --8<-- [end:run]
