@@ -249,7 +249,8 @@ class Probe:
         a time. Connects made together through one balancer interleave their requests: behind
         round-robin nginx over three instances, a connect's handshake, POST and GET then
         sometimes all land on one instance by luck, and it connects (1 run in 4, measured here).
-        One at a time, the two requests after a handshake always go to the other two."""
+        One at a time, with nothing else going through that balancer, the two requests after a
+        handshake always go to the other two."""
         if client.sio.connected or client.connecting or time.monotonic() - client.last_try < self.RETRY:
             return
         if any(other.connecting for other in (*self.clients, self.outsider)):
