@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -384,9 +385,14 @@ def _changed(record: dict[str, Any]) -> list[str]:
     return [key for key in record["rows"] if key != BASELINE]
 
 
+def _baseline_runs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run of the baseline, in order: the first, then the one after each row."""
+    return [record["rows"][BASELINE], *record["baselines_after"]]
+
+
 def _neighbours(record: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The baseline runs just before and just after row `key`."""
-    runs = [record["rows"][BASELINE], *record["baselines_after"]]
+    runs = _baseline_runs(record)
     index = _changed(record).index(key)
     return runs[index], runs[index + 1]
 
@@ -404,7 +410,7 @@ def noise(record: dict[str, Any]) -> dict[str, Any]:
     run's median gap, so two neighbours that agree by luck do not make a small change look real.
     """
     steps = record["settings"]["client_steps"]
-    runs = [record["rows"][BASELINE], *record["baselines_after"]]
+    runs = _baseline_runs(record)
     found: dict[str, Any] = {"clients": max(steps), "runs": len(runs)}
     for metric in METRICS:
         gaps = [
@@ -413,7 +419,7 @@ def noise(record: dict[str, Any]) -> dict[str, Any]:
             for clients in steps
             if (gap := _gap(_metric(before, clients, metric), _metric(after, clients, metric))) is not None
         ]
-        typical = sorted(gaps)[len(gaps) // 2] if gaps else None
+        typical = statistics.median_high(gaps) if gaps else None
         by_row = {}
         for key in _changed(record):
             before, after = _neighbours(record, key)
@@ -510,11 +516,10 @@ def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
 def headline(record: dict[str, Any]) -> dict[str, str | None]:
     """What a reader compares across machines: the baseline at the largest step, and each row's change."""
     clients = record["noise"]["clients"]
-    runs = [record["rows"][BASELINE], *record["baselines_after"]]
 
     def median(metric: str) -> float | None:
-        values = sorted(v for run in runs if (v := _metric(run, clients, metric)))
-        return values[len(values) // 2] if values else None
+        values = [v for run in _baseline_runs(record) if (v := _metric(run, clients, metric))]
+        return statistics.median_high(values) if values else None
 
     found = {
         f"baseline µs per delivery ({clients:,})": report.figure(median("server_us_per_delivery")),
