@@ -88,8 +88,14 @@ def _install_js(session: nox.Session) -> None:
         )
 
 
+GUARD = "./flask-socketio-guard"  # the chapters' guard extension, installed like any package
+
+
 def _install_tests(session: nox.Session) -> None:
     _install(session, "-r", "requirements/tests.txt")
+    # Editable: the suite always runs the extension as it is in the tree. Its dependencies are
+    # pinned in requirements/tests.txt already.
+    _install(session, "--no-deps", "-e", GUARD)
     _install_js(session)
 
 

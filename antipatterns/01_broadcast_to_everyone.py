@@ -28,54 +28,29 @@ from pathlib import Path
 
 # The chapter's app, loaded by path ("01_basic_chat" is not an importable package name).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "01_basic_chat"))
-from app import (
-    HOST,
-    INSTANCE_NAME,
-    MAX_NAME,
-    MAX_ROOM,
-    MAX_ROOMS,
-    MAX_TEXT,
-    PORT,
-    BadPayload,
-    app,
-    chat_room,
-    chat_rooms,
-    rate_limited,
-    refuse,
-    require,
-    socketio,
-)
+from app import HOST, INSTANCE_NAME, MAX_NAME, MAX_ROOM, MAX_TEXT, PORT, app, chat_room, socketio
 from flask import session
 from flask_socketio import emit, join_room, leave_room, rooms
+from flask_socketio_guard import Refused, require
 
 
 # --8<-- [start:handlers]
 @socketio.on("join")
-@rate_limited
 def on_join(data=None):
-    try:
-        fields = require(data, room=MAX_ROOM, name=MAX_NAME)
-    except BadPayload as bad:
-        return refuse("join", str(bad))
+    fields = require(data, room=MAX_ROOM, name=MAX_NAME)
     room, name = fields["room"], fields["name"]
-    if chat_room(room) not in rooms() and len(chat_rooms()) >= MAX_ROOMS:
-        return refuse("join", f"you are in {MAX_ROOMS} rooms already: leave one first")
-    session["name"] = name
     join_room(chat_room(room))
+    session["name"] = name
     # expected: the room's members hear of it; actual: every connected client does
     emit("system", {"room": room, "text": f"{name} joined {room}"}, broadcast=True)
     return {"ok": True, "room": room, "instance": INSTANCE_NAME}
 
 
 @socketio.on("leave")
-@rate_limited
 def on_leave(data=None):
-    try:
-        room = require(data, room=MAX_ROOM)["room"]
-    except BadPayload as bad:
-        return refuse("leave", str(bad))
+    room = require(data, room=MAX_ROOM)["room"]
     if chat_room(room) not in rooms():
-        return refuse("leave", f"you are not in room '{room}'")
+        raise Refused(f"you are not in room '{room}'")
     # expected: the room's members hear of it; actual: every connected client does
     emit("system", {"room": room, "text": f"{session['name']} left {room}"}, broadcast=True)
     leave_room(chat_room(room))
@@ -84,15 +59,11 @@ def on_leave(data=None):
 
 # --8<-- [start:message]
 @socketio.on("message")
-@rate_limited
 def on_message(data=None):
-    try:
-        fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
-    except BadPayload as bad:
-        return refuse("message", str(bad))
+    fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
     room = fields["room"]
     if chat_room(room) not in rooms():
-        return refuse("message", f"join room '{room}' before writing to it")
+        raise Refused(f"join room '{room}' before writing to it")
     # expected: only the members of `room` receive it; actual: every connected client does
     emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, broadcast=True)
     return {"ok": True}

@@ -1,14 +1,10 @@
-"""Antipattern 01: the chapter 01 chat with its guards against hostile clients taken off.
+"""Antipattern 01: the chapter 01 chat without its guard.
 
 What it does
-    Runs chapters/01_basic_chat/app.py, imported, not copied, with three
-    things undone and nothing else: no error handler (`on_error_default`),
-    python-socketio's own Engine.IO message handler put back in place of
-    the chapter's `on_engineio_message`, and the app served without the
-    `guard_the_edge` WSGI middleware (its Host check and its check of
-    long-polling POST bodies go with it). The handlers, the payload checks,
-    the rate limit, the room prefix, the origins and the size limit are the
-    chapter's own.
+    A copy of chapters/01_basic_chat/app.py with one line left out:
+    `guard = SocketIOGuard(app, socketio)`. The handlers, the payload checks, the
+    room prefix and the guard's settings are the chapter's own; nothing
+    reads the settings.
 
 Why is this bad?
     A client that is not the page can send what the handlers never expect.
@@ -19,39 +15,177 @@ Why is this bad?
     stays open for the next one: one client can fill the disk. A frame that
     is not even Engine.IO (`zz`) kills the socket but not its session: the
     user stays in its rooms as a ghost until the ping timeout, about 45 s.
+    Any Host name is served, so a DNS-rebinding page reaches the app.
 
 Use instead
-    chapters/01_basic_chat/app.py: the `errors` section's on_error_default
-    and the `edge` section's on_engineio_message and guard_the_edge.
+    chapters/01_basic_chat/app.py: the `guard` section, `guard = SocketIOGuard(app, socketio)`.
 
 How to run it
     python antipatterns/01_unguarded_handler.py   (same settings as the chapter)
 
 Differs from chapters/01_basic_chat/app.py
-    on_handler_error: unregistered, so a handler's exception escapes
-    on_engineio_message: python-engineio's own message handler put back in its place
-    guard_the_edge: the app served without it
+    guard: left out, so nothing guards the app
+    JS_CLIENT_DIR, app: this file is in antipatterns/; the page and JS client are the chapter's (plumbing)
 """
 
-import sys
+import os
 from pathlib import Path
 
-# The chapter's app, loaded by path ("01_basic_chat" is not an importable package name).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "01_basic_chat"))
-import app as chapter
+from flask import Flask, jsonify, render_template, send_from_directory, session
+from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
+from flask_socketio_guard import Refused, SocketIOGuard, require, secret  # noqa: F401
 
-# --8<-- [start:unguarded]
-# expected: any exception in a handler becomes an `error` event, a failed ack and one log line;
-# actual: it escapes to python-socketio, the sender hears nothing, the log gets a traceback.
-chapter.socketio.default_exception_handler = None
-# expected: a packet that cannot be decoded costs one log line and its connection;
-# actual: python-engineio logs a traceback for each one and keeps the connection open.
-chapter.socketio.server.eio.on("message", chapter.handle_socketio_packet)
-# expected: a WebSocket frame that is not Engine.IO closes its session at once;
-# actual: the socket dies, its session and rooms live on until the ping timeout.
-chapter.app.wsgi_app = chapter.app.wsgi_app.__wrapped__
-# --8<-- [end:unguarded]
+# --8<-- [start:config]
+# Explicit, always: left to auto-detection, Flask-SocketIO silently picks
+# eventlet whenever it happens to be installed. Chapter 02 compares the modes.
+ASYNC_MODE = "threading"
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "5000"))
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "chat-1")
+# The Socket.IO browser client, installed from npm (`npm ci` at the repository root)
+# and served by this app, so the page works with no internet.
+JS_CLIENT_DIR = Path(
+    os.environ.get("JS_CLIENT_DIR")
+    or Path(__file__).resolve().parents[1] / "node_modules" / "socket.io-client" / "dist"
+)
+
+MAX_NAME = 32
+MAX_ROOM = 32
+MAX_TEXT = 500
+MAX_ROOMS = 10  # rooms one connection may be in at once
+# --8<-- [end:config]
+
+# --8<-- [start:socketio]
+app = Flask(
+    __name__, template_folder=Path(__file__).resolve().parents[1] / "chapters" / "01_basic_chat" / "templates"
+)
+app.config["SECRET_KEY"] = secret("SECRET_KEY", production=os.environ.get("PRODUCTION") == "1")
+socketio = SocketIO(app, async_mode=ASYNC_MODE)
+# --8<-- [end:socketio]
+
+# --8<-- [start:guard]
+# What every chapter needs and none teaches: a client that is not this page gets a reason or
+# loses its own connection, never anyone else's (docs/hardening.md, flask-socketio-guard/).
+app.config.update(
+    SOCKETIO_GUARD_EVENTS_PER_SECOND=int(os.environ.get("EVENTS_PER_SECOND", "20")),
+    SOCKETIO_GUARD_MAX_ROOMS=MAX_ROOMS,
+    SOCKETIO_GUARD_TRUSTED_HOSTS=os.environ.get("TRUSTED_HOSTS", "127.0.0.1,localhost").split(","),
+    SOCKETIO_GUARD_ALLOWED_ORIGINS=[o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o],
+)
+# expected: every guard of docs/hardening.md stands between a hostile client and the handlers;
+# actual: nothing does. The settings above are read by no one.
+# --8<-- [end:guard]
+
+
+# --8<-- [start:routes]
+@app.get("/")
+def index():
+    return render_template("index.html", instance=INSTANCE_NAME)
+
+
+@app.get("/vendor/socket.io.min.js")
+def socketio_client_js():
+    return send_from_directory(JS_CLIENT_DIR, "socket.io.min.js")
+
+
+@app.get("/healthz")
+def healthz():
+    return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
+
+
+# --8<-- [end:routes]
+
+
+# --8<-- [start:rooms]
+# Rooms a client names live under this prefix, apart from the rooms the server keeps for
+# itself: each connection's own room, named after its sid. A client that names a sid as
+# its room finds nothing there to leave or write to.
+ROOM_PREFIX = "room:"
+
+
+def chat_room(name):
+    return ROOM_PREFIX + name
+
+
+def chat_rooms():
+    return [room for room in rooms() if room.startswith(ROOM_PREFIX)]
+
+
+# --8<-- [end:rooms]
+
+
+# --8<-- [start:handlers]
+@socketio.on("join")
+def on_join(data=None):
+    # require() returns the fields, stripped, or raises Refused: the sender gets an `error`.
+    fields = require(data, room=MAX_ROOM, name=MAX_NAME)
+    room, name = fields["room"], fields["name"]
+    join_room(chat_room(room))
+    session["name"] = name
+    emit("system", {"room": room, "text": f"{name} joined {room}"}, to=chat_room(room))
+    return {"ok": True, "room": room, "instance": INSTANCE_NAME}
+
+
+@socketio.on("leave")
+def on_leave(data=None):
+    room = require(data, room=MAX_ROOM)["room"]
+    if chat_room(room) not in rooms():
+        raise Refused(f"you are not in room '{room}'")
+    emit("system", {"room": room, "text": f"{session['name']} left {room}"}, to=chat_room(room))
+    leave_room(chat_room(room))
+    return {"ok": True, "room": room}
+
+
+# --8<-- [start:message]
+@socketio.on("message")
+def on_message(data=None):
+    fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
+    room = fields["room"]
+    if chat_room(room) not in rooms():
+        raise Refused(f"join room '{room}' before writing to it")
+    # to=chat_room(room): only the room's members receive it (the sender is one of them).
+    emit("message", {"room": room, "name": session["name"], "text": fields["text"]}, to=chat_room(room))
+    return {"ok": True}
+
+
+# --8<-- [end:message]
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    """A page that reconnects names itself and its rooms in `auth`; it is back in them at once.
+
+    The Socket.IO client sends what it buffered while offline right after the connect: a
+    `join` from the page would arrive after those messages, and they would be refused.
+    """
+    if not auth:
+        return
+    name = require(auth, name=MAX_NAME)["name"]
+    names = auth.get("rooms")
+    if not isinstance(names, list) or len(names) > MAX_ROOMS:
+        raise Refused(f"'rooms' must be a list of at most {MAX_ROOMS} rooms")
+    back_in = [require({"room": room}, room=MAX_ROOM)["room"] for room in names]
+    session["name"] = name
+    for room in back_in:
+        join_room(chat_room(room))
+        text = f"{name} is back in {room}"
+        emit("system", {"room": room, "text": text}, to=chat_room(room), include_self=False)
+
+
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    # chat_rooms(), not rooms(): that also lists the connection's own room, named after its sid.
+    for room in chat_rooms():
+        name = room.removeprefix(ROOM_PREFIX)
+        text = f"{session.get('name', 'someone')} left {name}"
+        emit("system", {"room": name, "text": text}, to=room, include_self=False)
+
+
+# --8<-- [end:handlers]
 
 
 if __name__ == "__main__":
-    chapter.socketio.run(chapter.app, host=chapter.HOST, port=chapter.PORT, allow_unsafe_werkzeug=True)
+    # allow_unsafe_werkzeug: the threading mode runs on Werkzeug's development
+    # server, which refuses to start outside a terminal (under a test or nox)
+    # without it. Chapter 02 shows the production command.
+    socketio.run(app, host=HOST, port=PORT, allow_unsafe_werkzeug=True)

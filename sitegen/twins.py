@@ -316,8 +316,9 @@ def render(twin: Twin) -> str:
         ours, theirs = _python_source(twin.chapter, set(shown)), _python_source(twin.path, set(shown))
     moved = any(ours.get(n) and ours.get(n) == theirs.get(n) for n in shown)
     if not twin.is_conf and (moved or _left_out_statements(twin) & set(shown)):
-        # Statements moved or left out (a monkey patch): the whole files, then.
-        return _diff_block(", ".join(shown), _code(twin.chapter), _code(twin.path), chapter_rel, twin.rel)
+        # Statements moved or left out (a monkey patch, a guard): the files' diff, with the
+        # lines around each change.
+        return _diff_block(", ".join(shown), _code(twin.chapter), _code(twin.path), chapter_rel, twin.rel, 3)
     blocks = []
     for name in shown:
         a, b = ours.get(name, ""), theirs.get(name, "")
@@ -333,10 +334,12 @@ def _left_out_statements(twin: Twin) -> set[str]:
     return {key for key, _, node in _statements(twin.chapter) if not _defines(node)}
 
 
-def _diff_block(title: str, a: str, b: str, a_name: str, b_name: str) -> str:
-    size = len(a.splitlines()) + len(b.splitlines())
+def _diff_block(title: str, a: str, b: str, a_name: str, b_name: str, context: int | None = None) -> str:
+    """A unified diff: whole definitions, or with `context` lines around each change (hunks marked)."""
+    size = len(a.splitlines()) + len(b.splitlines()) if context is None else context
     diff = difflib.unified_diff(a.splitlines(), b.splitlines(), a_name, b_name, n=size, lineterm="")
-    body = "\n".join(line for line in diff if not line.startswith("@@") and "--8<--" not in line)
+    hunks = context is not None
+    body = "\n".join(line for line in diff if (hunks or not line.startswith("@@")) and "--8<--" not in line)
     return f'```diff title="{title}"\n{body}\n```'
 
 

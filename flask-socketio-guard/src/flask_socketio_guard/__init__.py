@@ -1,0 +1,285 @@
+"""Flask-SocketIO-Guard: a Flask-SocketIO app that a hostile client cannot crash, flood or fill the log of.
+
+    socketio = SocketIO(app, async_mode="threading")
+    SocketIOGuard(app, socketio)
+
+Once installed, every client that is not your page gets a reason or loses its own
+connection, and nobody else notices:
+
+- any exception in a handler: an `error` event and a failed ack to the sender, one log line;
+  `raise Refused("why")` in a handler says why in your own words;
+- an event named `connect` or `disconnect` sent by a client: refused, never run as the real one;
+- more than EVENTS_PER_SECOND events a second from one connection (bursts of twice that pass);
+- more than MAX_ROOMS rooms for one connection;
+- a packet python-engineio or python-socketio cannot decode, a long-polling POST over
+  MAX_EVENT_BYTES or with a packet type no client sends: one log line, the connection closed
+  at once, its rooms left at once (no ghost until the ping timeout);
+- a request under a Host name not in TRUSTED_HOSTS (DNS rebinding): 400;
+- a page of another origin than the app's own or ALLOWED_ORIGINS: refused by python-engineio.
+
+Settings live in `app.config`, under the prefix SOCKETIO_GUARD_ (see DEFAULTS). The manual,
+with the words each side sees and the test behind each, is the cookbook's hardening page.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from flask import Flask, request
+from flask_socketio import ConnectionRefusedError, SocketIO, emit
+from werkzeug.sansio.utils import host_is_trusted
+
+from . import _internals
+
+__version__ = "0.1.0"
+__all__ = ["DEFAULTS", "Refused", "SocketIOGuard", "require", "secret"]
+
+DEFAULTS: dict[str, Any] = {
+    # Events one connection may send a second, on average; bursts of twice as many pass.
+    "SOCKETIO_GUARD_EVENTS_PER_SECOND": 20,
+    # Rooms one connection may be in at once, besides the one named after its sid.
+    "SOCKETIO_GUARD_MAX_ROOMS": 10,
+    # The largest packet taken, over either transport (python-engineio's default is 1 MB).
+    "SOCKETIO_GUARD_MAX_EVENT_BYTES": 16 * 1024,
+    # The Host names the app answers to; any other gets 400 (a DNS-rebinding page).
+    "SOCKETIO_GUARD_TRUSTED_HOSTS": ["127.0.0.1", "localhost"],
+    # Paths that answer any Host: balancers and orchestrators check health by address.
+    "SOCKETIO_GUARD_OPEN_PATHS": ["/healthz"],
+    # Origins besides the app's own whose pages may connect (scheme://host:port).
+    "SOCKETIO_GUARD_ALLOWED_ORIGINS": [],
+}
+
+# The words each side sees. The hardening page quotes them; tests assert them.
+FORGED = {
+    "connect": "a client cannot send 'connect'; it is connected already",
+    "disconnect": "a client cannot send 'disconnect'; close the connection instead",
+}
+BAD_REQUEST = "malformed or oversized packet: connection closed"
+UNTRUSTED_HOST = "untrusted host: add it to TRUSTED_HOSTS"
+# Marks an Engine.IO session whose malformed packet was logged: the rest are dropped unread.
+MALFORMED_MARK = "socketio_guard.malformed"
+REQUEST_MARK = "socketio_guard.request"
+BUCKET = "socketio_guard.bucket"
+
+
+class Refused(ValueError):
+    """Raise it in a handler: the sender gets an `error` event and a failed ack with this reason.
+
+    Raised in a connect handler, it refuses the connection with "auth: <reason>".
+    """
+
+
+def require(data: Any, **limits: int) -> dict[str, str]:
+    """Return the payload's fields, stripped, or raise Refused with the reason.
+
+    `limits` maps each required key to its maximum length: require(data, room=32).
+    """
+    if not isinstance(data, dict):
+        raise Refused("payload must be an object")
+    fields = {}
+    for key, max_length in limits.items():
+        if key not in data:
+            raise Refused(f"missing key '{key}'")
+        value = data[key]
+        if not isinstance(value, str):
+            raise Refused(f"'{key}' must be a string")
+        value = value.strip()
+        if not value:
+            raise Refused(f"'{key}' must not be empty")
+        if len(value) > max_length:
+            raise Refused(f"'{key}' is longer than {max_length} characters")
+        fields[key] = value
+    return fields
+
+
+def secret(name: str, *, production: bool) -> str:
+    """The environment variable `name`, or a throwaway value for a demo; in production, required."""
+    if os.environ.get(name):
+        return os.environ[name]
+    if production:
+        raise SystemExit(f"{name} must be set when PRODUCTION=1")
+    return os.urandom(16).hex()
+
+
+def refuse(event: str, reason: str) -> dict[str, Any]:
+    """Tell the sender, and only the sender, why its event was refused; the failed ack."""
+    emit("error", {"event": event, "reason": reason})
+    return {"ok": False, "reason": reason}
+
+
+class SocketIOGuard:
+    """Guards a Flask-SocketIO app: `SocketIOGuard(app, socketio)`, or `init_app(app, socketio)` later.
+
+    Install it after `SocketIO(app, ...)` (or `socketio.init_app(app)`), before serving.
+    """
+
+    def __init__(self, app: Flask | None = None, socketio: SocketIO | None = None) -> None:
+        if app is not None and socketio is not None:
+            self.init_app(app, socketio)
+
+    def init_app(self, app: Flask, socketio: SocketIO) -> None:
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        self.app, self.socketio = app, socketio
+        self.config = {key.removeprefix("SOCKETIO_GUARD_"): app.config[key] for key in DEFAULTS}
+        app.extensions["socketio_guard"] = self
+        _internals.set_engineio_limits(socketio, self.accepted_origin, self.config["MAX_EVENT_BYTES"])
+        _internals.wrap_event_dispatch(socketio, self._guarded)
+        _internals.wrap_enter_room(socketio, self._check_room_count)
+        _internals.wrap_engineio_messages(socketio, self.close_malformed)
+        app.wsgi_app = self._edge(app.wsgi_app)
+
+    # -- the origin rule --------------------------------------------------------------------
+
+    def accepted_origin(self, origin: str, environ: dict) -> bool:
+        """The page's own origin (scheme://Host, python-engineio's default rule) and ALLOWED_ORIGINS.
+
+        A list passed as cors_allowed_origins would replace the default rule, not extend it:
+        the app's own page could no longer connect.
+        """
+        forwarded = environ.get("HTTP_X_FORWARDED_PROTO", environ["wsgi.url_scheme"])
+        scheme = forwarded.split(",")[0].strip()
+        own = f"{scheme}://{environ.get('HTTP_HOST')}"
+        return origin == own or origin in self.config["ALLOWED_ORIGINS"]
+
+    # -- every event, in its handler's request context --------------------------------------
+
+    def _guarded(self, handler, event: str, namespace: str, sid: str, args: tuple):
+        """The handler as python-socketio will call it, with the guards around it."""
+        if event == "connect":
+            if not _internals.is_real_connect(self.socketio, sid, namespace, args):
+                return lambda *_: refuse(event, FORGED[event])
+            return self._connect(handler)
+        if event == "disconnect" and not _internals.is_real_disconnect(self.socketio, sid, namespace):
+            return lambda *_: refuse(event, FORGED[event])
+
+        def guarded(*handler_args):
+            if event != "disconnect" and not self._within_budget(sid, namespace):
+                rate = self.config["EVENTS_PER_SECOND"]
+                return refuse(event, f"too many events: at most {rate} a second")
+            try:
+                return handler(*handler_args)
+            except Refused as refused:
+                return refuse(event, str(refused))
+            except Exception as error:
+                self._log_refused(event, error)
+                if len(handler_args) > 1:
+                    return refuse(event, f"send one object, not {len(handler_args)} arguments")
+                return refuse(event, "the server could not handle this event")
+
+        return guarded
+
+    def _connect(self, handler):
+        """A real connect: Refused refuses the connection with its reason, any other error quietly."""
+
+        def guarded(*handler_args):
+            try:
+                return handler(*handler_args)
+            except Refused as refused:
+                raise ConnectionRefusedError(f"auth: {refused}") from None
+            except ConnectionRefusedError:
+                raise
+            except TypeError:
+                raise  # Flask-SocketIO calls a connect handler that takes no `auth` again, without it
+            except Exception as error:
+                self._log_refused("connect", error)
+                return False  # refused, never half let in
+
+        return guarded
+
+    def _log_refused(self, event: str, error: Exception) -> None:
+        # One line: a traceback for each bad event would let one client fill the disk.
+        self.app.logger.warning("refused %r from %s: %s: %s", event, request.sid, type(error).__name__, error)
+
+    def _within_budget(self, sid: str, namespace: str) -> bool:
+        """A token bucket per connection, kept in its python-socketio session."""
+        rate = self.config["EVENTS_PER_SECOND"]
+        bucket = self.socketio.server.get_session(sid, namespace).setdefault(BUCKET, {})
+        now = time.monotonic()
+        refilled = (now - bucket.get("counted_at", now)) * rate
+        tokens = min(2 * rate, bucket.get("tokens", 2 * rate) + refilled)
+        bucket["counted_at"] = now
+        if tokens < 1:  # a refused event costs nothing: the budget refills at the same pace
+            bucket["tokens"] = tokens
+            return False
+        bucket["tokens"] = tokens - 1
+        return True
+
+    def _check_room_count(self, sid: str, room: str, namespace: str) -> None:
+        limit = self.config["MAX_ROOMS"]
+        joined = set(self.socketio.server.rooms(sid, namespace)) - {sid}
+        if room not in joined and room != sid and len(joined) >= limit:
+            raise Refused(f"you are in {limit} rooms already: leave one first")
+
+    # -- packets and requests no client of ours sends -----------------------------------------
+
+    def close_malformed(self, eio_sid: str, error: Exception) -> None:
+        """Log once and close the connection that sent a packet no Socket.IO client sends."""
+        if not _internals.mark_once(self.socketio, eio_sid, MALFORMED_MARK):
+            return  # closed already, or said once: the rest are dropped unread
+        self.app.logger.warning(
+            "closed %s: malformed packet (%s: %.80s)", eio_sid, type(error).__name__, error
+        )
+        _internals.close_connection(self.socketio, eio_sid)
+
+    def _edge(self, wsgi_app):
+        """Every HTTP request, the page's and Socket.IO's, passes here before the app sees it.
+
+        Flask's own TRUSTED_HOSTS would not cover /socket.io/: Flask-SocketIO answers those
+        requests before Flask does.
+        """
+        config = self.config
+
+        def bad_request(start_response, reason: str):
+            start_response("400 BAD REQUEST", [("Content-Type", "text/plain")])
+            return [reason.encode()]
+
+        def edge(environ, start_response):
+            path = environ.get("PATH_INFO", "")
+            if path not in config["OPEN_PATHS"] and not host_is_trusted(
+                environ.get("HTTP_HOST", ""), config["TRUSTED_HOSTS"]
+            ):
+                return bad_request(start_response, UNTRUSTED_HOST)
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            if "EIO" not in query:  # not Engine.IO: every Engine.IO request names its protocol
+                return wsgi_app(environ, start_response)
+            eio_sid = query.get("sid", [None])[0]
+            if environ["REQUEST_METHOD"] == "POST" and eio_sid:
+                try:
+                    environ["wsgi.input"] = io.BytesIO(self._checked_post_body(environ))
+                except Exception as error:
+                    self.close_malformed(eio_sid, error)
+                    return bad_request(start_response, BAD_REQUEST)
+            environ[REQUEST_MARK] = this_request = object()
+            try:
+                return wsgi_app(environ, start_response)
+            except (KeyError, ValueError, RecursionError) as error:
+                # What python-engineio lets escape: a WebSocket frame it cannot decode (the
+                # socket is gone, but its session would live on until the ping timeout: a
+                # ghost), or a request on a session it has just closed.
+                opened = _internals.sessions_opened_by(self.socketio, REQUEST_MARK, this_request)
+                eio_sid = eio_sid or next(iter(opened), None)
+                if eio_sid:
+                    self.close_malformed(eio_sid, error)  # silent if that session is closed already
+                if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+                    return bad_request(start_response, BAD_REQUEST)
+                # The WebSocket is gone: this is how every WSGI server is told, quietly.
+                raise ConnectionResetError(errno.ECONNRESET, "malformed packet") from None
+
+        return edge
+
+    def _checked_post_body(self, environ: dict) -> bytes:
+        """A long-polling POST body, read and checked: python-engineio would log tracebacks and answer 200."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        limit = self.config["MAX_EVENT_BYTES"]
+        if length > limit:
+            raise ValueError(f"{length} bytes is more than {limit}")
+        body = environ["wsgi.input"].read(length)
+        if any(kind not in _internals.CLIENT_PACKETS for kind in _internals.polling_packet_types(body)):
+            raise ValueError("a packet type no client sends over polling")
+        return body

@@ -1,0 +1,145 @@
+"""Every place the guard leans on Flask-SocketIO, python-socketio or python-engineio internals.
+
+Nothing else in the package touches a private name or replaces a library's handler. Each
+function here is checked against the pinned versions by tests/test_internals.py, so an upgrade
+that moves one fails there first, by name, before any behaviour test does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engineio.packet import CLOSE, MESSAGE, PONG
+from engineio.payload import Payload
+from flask_socketio import SocketIO
+from socketio.packet import BINARY_EVENT, EVENT
+
+# What a client sends over long-polling: a Socket.IO packet, a pong, or a close. Any other
+# Engine.IO type makes python-engineio close the session, which then waits for a GET that a
+# raw client may never send.
+CLIENT_PACKETS = (CLOSE, PONG, MESSAGE)
+
+Handler = Callable[..., Any]
+
+
+def wrap_event_dispatch(socketio: SocketIO, wrap: Callable[[Handler, str, str, str, tuple], Handler]) -> None:
+    """Have every handler, decorated or in a Namespace, called as `wrap(handler, event, ns, sid, args)`.
+
+    Flask-SocketIO sends every event through `SocketIO._handle_event(handler, message,
+    namespace, sid, *args)`, which opens the request context and calls the handler in it, so
+    what `wrap` returns runs where `request`, `session` and `emit` work.
+    """
+    dispatch = socketio._handle_event
+
+    def guarded_dispatch(handler, message, namespace, sid, *args):
+        return dispatch(wrap(handler, message, namespace, sid, args), message, namespace, sid, *args)
+
+    socketio._handle_event = guarded_dispatch
+
+
+def is_real_connect(socketio: SocketIO, sid: str, namespace: str, args: tuple) -> bool:
+    """python-socketio hands the real connect the connection's own WSGI environ; a client's cannot.
+
+    A client may emit an event named "connect", and python-socketio passes it to the connect
+    handler with the client's payload where the environ would be. Whether the connection is
+    connected yet depends on `always_connect`, so that is no test.
+    """
+    return bool(args) and args[0] is socketio.server.get_environ(sid, namespace)
+
+
+def is_real_disconnect(socketio: SocketIO, sid: str, namespace: str) -> bool:
+    """The real disconnect runs after python-socketio's pre_disconnect: no longer connected."""
+    return not socketio.server.manager.is_connected(sid, namespace)
+
+
+def wrap_enter_room(socketio: SocketIO, check: Callable[[str, str, str], None]) -> None:
+    """Call `check(sid, room, namespace)` before a connection enters a room (join_room lands here)."""
+    enter_room = socketio.server.enter_room
+
+    def checked_enter_room(sid, room, namespace=None):
+        check(sid, room, namespace or "/")
+        return enter_room(sid, room, namespace=namespace)
+
+    socketio.server.enter_room = checked_enter_room
+
+
+def set_engineio_limits(socketio: SocketIO, accepted_origin: Callable, max_bytes: int) -> None:
+    """The origin rule, unless the app chose its own, and the largest packet python-engineio takes."""
+    eio = socketio.server.eio
+    if eio.cors_allowed_origins is None:  # python-engineio's default: the page's own origin only
+        eio.cors_allowed_origins = accepted_origin
+    eio.max_http_buffer_size = max_bytes
+
+
+def check_socketio_packet(socketio: SocketIO, data: str) -> None:
+    """Raise for a text packet that would fail inside python-socketio, before it is handled.
+
+    Most failures (bad JSON, a packet type that does not exist) raise while decoding. An
+    event named by a list (`42[["join"],{}]`) would raise later, in the thread that runs the
+    event, where nothing could catch it.
+    """
+    packet = socketio.server.packet_class(encoded_packet=data)
+    named = isinstance(packet.data, list) and packet.data and isinstance(packet.data[0], str)
+    if packet.packet_type in (EVENT, BINARY_EVENT) and not named:
+        raise ValueError("an event's name must be a string")
+
+
+def wrap_engineio_messages(socketio: SocketIO, on_malformed: Callable[[str, Exception], None]) -> None:
+    """Check every Socket.IO packet, over either transport, before python-socketio handles it.
+
+    python-engineio logs a full traceback for each packet its message handler cannot
+    decode, and keeps the connection open; here `on_malformed` is called instead.
+    """
+    eio = socketio.server.eio
+    handle = eio.handlers["message"]
+
+    def checked_message(eio_sid, data):
+        try:
+            if isinstance(data, str):  # bytes are the attachments of a binary event
+                check_socketio_packet(socketio, data)
+            handle(eio_sid, data)
+        except Exception as error:
+            on_malformed(eio_sid, error)
+
+    eio.on("message", checked_message)
+
+
+def polling_packet_types(body: bytes) -> list[str]:
+    """The Engine.IO packet types of a long-polling POST body; raises if it is not one."""
+    return [packet.packet_type for packet in Payload(encoded_payload=body.decode()).packets]
+
+
+def mark_once(socketio: SocketIO, eio_sid: str, mark: str) -> bool:
+    """Set `mark` in the Engine.IO session; False if it was set already or the session is gone."""
+    try:
+        eio_session = socketio.server.eio.get_session(eio_sid)
+    except KeyError:
+        return False
+    if eio_session.get(mark):
+        return False
+    eio_session[mark] = True
+    return True
+
+
+def close_connection(socketio: SocketIO, eio_sid: str) -> None:
+    """Close a connection now, so that it leaves its rooms now, not a ping timeout later.
+
+    A polling session is ended at the Socket.IO level only: closing its Engine.IO session
+    would wait for a GET that a raw client may never send; that session times out on its
+    own, with no rooms and no user.
+    """
+    eio = socketio.server.eio
+    if eio.transport(eio_sid) == "websocket":
+        eio.disconnect(eio_sid)
+    elif sid := socketio.server.manager.sid_from_eio_sid(eio_sid, "/"):
+        socketio.server.disconnect(sid)
+
+
+def sessions_opened_by(socketio: SocketIO, key: str, marker: object) -> Iterable[str]:
+    """The Engine.IO sessions whose WSGI environ carries `marker` under `key`.
+
+    Flask-SocketIO hands python-engineio a copy of the request's environ, so a request finds
+    the session it opened by a marker object it put in the environ, not by identity.
+    """
+    return (eio_sid for eio_sid, env in socketio.server.environ.items() if env.get(key) is marker)
