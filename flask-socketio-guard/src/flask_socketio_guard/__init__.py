@@ -39,6 +39,7 @@ from . import _internals
 __version__ = "0.1.0"
 __all__ = ["DEFAULTS", "Refused", "SocketIOGuard", "require", "secret"]
 
+# --8<-- [start:defaults]
 DEFAULTS: dict[str, Any] = {
     # Events one connection may send a second, on average; bursts of twice as many pass.
     "SOCKETIO_GUARD_EVENTS_PER_SECOND": 20,
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     # Origins besides the app's own whose pages may connect (scheme://host:port).
     "SOCKETIO_GUARD_ALLOWED_ORIGINS": [],
 }
+# --8<-- [end:defaults]
 
 # The words each side sees. The hardening page quotes them; tests assert them.
 FORGED = {
@@ -67,6 +69,7 @@ REQUEST_MARK = "socketio_guard.request"
 BUCKET = "socketio_guard.bucket"
 
 
+# --8<-- [start:refused]
 class Refused(ValueError):
     """Raise it in a handler: the sender gets an `error` event and a failed ack with this reason.
 
@@ -112,6 +115,9 @@ def refuse(event: str, reason: str) -> dict[str, Any]:
     return {"ok": False, "reason": reason}
 
 
+# --8<-- [end:refused]
+
+
 class SocketIOGuard:
     """Guards a Flask-SocketIO app: `SocketIOGuard(app, socketio)`, or `init_app(app, socketio)` later.
 
@@ -149,6 +155,7 @@ class SocketIOGuard:
 
     # -- every event, in its handler's request context --------------------------------------
 
+    # --8<-- [start:events]
     def _guarded(self, handler, event: str, namespace: str, sid: str, args: tuple):
         """The handler as python-socketio will call it, with the guards around it."""
         if event == "connect":
@@ -196,6 +203,9 @@ class SocketIOGuard:
         # One line: a traceback for each bad event would let one client fill the disk.
         self.app.logger.warning("refused %r from %s: %s: %s", event, request.sid, type(error).__name__, error)
 
+    # --8<-- [end:events]
+
+    # --8<-- [start:budget]
     def _within_budget(self, sid: str, namespace: str) -> bool:
         """A token bucket per connection, kept in its python-socketio session."""
         rate = self.config["EVENTS_PER_SECOND"]
@@ -210,14 +220,20 @@ class SocketIOGuard:
         bucket["tokens"] = tokens - 1
         return True
 
+    # --8<-- [end:budget]
+
+    # --8<-- [start:rooms]
     def _check_room_count(self, sid: str, room: str, namespace: str) -> None:
         limit = self.config["MAX_ROOMS"]
         joined = set(self.socketio.server.rooms(sid, namespace)) - {sid}
         if room not in joined and room != sid and len(joined) >= limit:
             raise Refused(f"you are in {limit} rooms already: leave one first")
 
+    # --8<-- [end:rooms]
+
     # -- packets and requests no client of ours sends -----------------------------------------
 
+    # --8<-- [start:malformed]
     def close_malformed(self, eio_sid: str, error: Exception) -> None:
         """Log once and close the connection that sent a packet no Socket.IO client sends."""
         if not _internals.mark_once(self.socketio, eio_sid, MALFORMED_MARK):
@@ -227,6 +243,9 @@ class SocketIOGuard:
         )
         _internals.close_connection(self.socketio, eio_sid)
 
+    # --8<-- [end:malformed]
+
+    # --8<-- [start:edge]
     def _edge(self, wsgi_app):
         """Every HTTP request, the page's and Socket.IO's, passes here before the app sees it.
 
@@ -283,3 +302,5 @@ class SocketIOGuard:
         if any(kind not in _internals.CLIENT_PACKETS for kind in _internals.polling_packet_types(body)):
             raise ValueError("a packet type no client sends over polling")
         return body
+
+    # --8<-- [end:edge]
