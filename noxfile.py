@@ -27,7 +27,7 @@ import nox
 
 nox.needs_version = ">=2024.3.2"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "docs", "tests"]
+nox.options.sessions = ["lint", "docs", "guard", "tests"]
 nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).parent
@@ -108,6 +108,23 @@ def _pytest(session: nox.Session, *paths: str) -> None:
     """Run pytest on `paths` with the house flags; extra arguments after `--` pass through."""
     _install_tests(session)
     session.run("pytest", *paths, *session.posargs)
+
+
+@nox.session
+def guard(session: nox.Session) -> None:
+    """The guard extension's own suite, on the extension installed from its folder as a user would."""
+    _install(session, "-r", "requirements/tests.txt")
+    # Built and installed, not editable; rebuilt every run, so a reused venv never tests a stale copy.
+    fresh = (
+        ["--reinstall-package", "flask-socketio-guard"]
+        if session.venv_backend == "uv"
+        else ["--force-reinstall"]
+    )
+    _install(session, "--no-deps", *fresh, GUARD)
+    session.chdir(GUARD)
+    # Its own config (flask-socketio-guard/pyproject.toml): pytest's, and a coverage floor of 95 %.
+    session.run("coverage", "run", "--data-file", ".coverage", "-m", "pytest", *session.posargs)
+    session.run("coverage", "report", "--data-file", ".coverage")
 
 
 @nox.session(default=False)

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # --8<-- [end:defaults]
 
+# --8<-- [start:words]
 # The words each side sees. The hardening page quotes them; tests assert them.
 FORGED = {
     "connect": "a client cannot send 'connect'; it is connected already",
@@ -63,6 +64,7 @@ FORGED = {
 }
 BAD_REQUEST = "malformed or oversized packet: connection closed"
 UNTRUSTED_HOST = "untrusted host: add it to TRUSTED_HOSTS"
+# --8<-- [end:words]
 # Marks an Engine.IO session whose malformed packet was logged: the rest are dropped unread.
 MALFORMED_MARK = "socketio_guard.malformed"
 REQUEST_MARK = "socketio_guard.request"
@@ -128,6 +130,7 @@ class SocketIOGuard:
         if app is not None and socketio is not None:
             self.init_app(app, socketio)
 
+    # --8<-- [start:init_app]
     def init_app(self, app: Flask, socketio: SocketIO) -> None:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
@@ -140,8 +143,11 @@ class SocketIOGuard:
         _internals.wrap_engineio_messages(socketio, self.close_malformed)
         app.wsgi_app = self._edge(app.wsgi_app)
 
+    # --8<-- [end:init_app]
+
     # -- the origin rule --------------------------------------------------------------------
 
+    # --8<-- [start:origin]
     def accepted_origin(self, origin: str, environ: dict) -> bool:
         """The page's own origin (scheme://Host, python-engineio's default rule) and ALLOWED_ORIGINS.
 
@@ -152,6 +158,8 @@ class SocketIOGuard:
         scheme = forwarded.split(",")[0].strip()
         own = f"{scheme}://{environ.get('HTTP_HOST')}"
         return origin == own or origin in self.config["ALLOWED_ORIGINS"]
+
+    # --8<-- [end:origin]
 
     # -- every event, in its handler's request context --------------------------------------
 

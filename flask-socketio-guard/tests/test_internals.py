@@ -1,0 +1,96 @@
+"""Each library internal the guard leans on exists and behaves as _internals.py expects.
+
+When an upgrade of Flask-SocketIO, python-socketio or python-engineio moves one, the test
+named after it fails here, before any behaviour test does.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import engineio
+import flask_socketio
+import pytest
+import socketio
+from engineio.packet import CLOSE, MESSAGE, PING, PONG
+from engineio.payload import Payload
+from flask import Flask
+from flask_socketio import SocketIO
+
+from flask_socketio_guard import _internals
+
+
+@pytest.fixture
+def socketio_() -> SocketIO:
+    return SocketIO(Flask(__name__), async_mode="threading")
+
+
+def test_flask_socketio_dispatches_every_event_through_handle_event(socketio_):
+    """SocketIO._handle_event(handler, message, namespace, sid, *args): decorated handlers and Namespaces."""
+    parameters = list(inspect.signature(socketio_._handle_event).parameters)
+    assert parameters == ["handler", "message", "namespace", "sid", "args"]
+    assert "self.socketio._handle_event(" in inspect.getsource(flask_socketio.Namespace.trigger_event)
+    assert "self._handle_event(handler, message, real_ns, sid" in inspect.getsource(SocketIO.on)
+
+
+def test_python_socketio_hands_the_real_connect_the_environ_it_keeps():
+    """_handle_connect triggers 'connect' with self.environ[eio_sid]; get_environ returns that object."""
+    source = inspect.getsource(socketio.Server._handle_connect)
+    assert "self.environ[eio_sid]" in source
+    assert "self.environ.get(eio_sid)" in inspect.getsource(socketio.base_server.BaseServer.get_environ)
+
+
+def test_python_socketio_marks_a_real_disconnect_before_its_handler():
+    source = inspect.getsource(socketio.Server._handle_disconnect)
+    assert source.index("pre_disconnect") < source.index("_trigger_event('disconnect'")
+    assert callable(socketio.base_manager.BaseManager.is_connected)
+
+
+def test_join_room_lands_in_server_enter_room(socketio_):
+    assert "socketio.server.enter_room(sid, room, namespace=namespace)" in inspect.getsource(
+        flask_socketio.join_room
+    )
+    assert list(inspect.signature(socketio_.server.enter_room).parameters) == ["sid", "room", "namespace"]
+
+
+def test_engineio_reads_its_origin_rule_and_size_limit_per_request(socketio_):
+    eio = socketio_.server.eio
+    assert eio.cors_allowed_origins is None  # the default _internals.set_engineio_limits looks for
+    assert eio.max_http_buffer_size == 1_000_000
+    assert "self.cors_allowed_origins" in inspect.getsource(
+        engineio.base_server.BaseServer._cors_allowed_origins
+    )
+    assert "self.server.max_http_buffer_size" in inspect.getsource(engineio.socket.Socket)
+
+
+def test_engineio_keeps_python_socketios_message_handler_where_it_can_be_replaced(socketio_):
+    eio = socketio_.server.eio
+    assert eio.handlers["message"] == socketio_.server._handle_eio_message
+    assert not eio.async_handlers  # so the replacement runs in the reader, one packet at a time
+
+
+def test_packet_class_decodes_and_raises_on_what_python_socketio_cannot_handle(socketio_):
+    decode = socketio_.server.packet_class
+    assert decode(encoded_packet='2["echo",1]').data == ["echo", 1]  # what follows Engine.IO's `4`
+    for bad in ('2["echo"', "z"):
+        with pytest.raises(ValueError):
+            decode(encoded_packet=bad)
+    with pytest.raises(ValueError, match="an event's name must be a string"):
+        _internals.check_socketio_packet(socketio_, '2[["echo"],{}]')
+
+
+def test_payload_decodes_a_polling_body_into_typed_packets():
+    assert _internals.polling_packet_types(b"40\x1e3\x1e1") == [MESSAGE, PONG, CLOSE]
+    assert _internals.polling_packet_types(b"2") == [PING]
+    with pytest.raises(ValueError):
+        Payload(encoded_payload="zz")
+
+
+def test_engineio_sessions_transports_and_sids_are_reachable(socketio_):
+    server, eio = socketio_.server, socketio_.server.eio
+    for name in ("get_session", "transport", "disconnect"):
+        assert callable(getattr(eio, name))
+    assert callable(server.manager.sid_from_eio_sid) and callable(server.disconnect)
+    assert server.environ == {}  # eio sid -> the WSGI environ python-socketio keeps
+    assert list(_internals.sessions_opened_by(socketio_, "key", object())) == []
+    assert _internals.mark_once(socketio_, "no-such-session", "mark") is False
