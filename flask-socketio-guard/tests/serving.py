@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,9 +18,8 @@ import socketio
 import websocket
 from flask import Flask, session
 from flask_socketio import SocketIO, emit, join_room, leave_room
-from werkzeug.serving import make_server
-
 from flask_socketio_guard import Refused, SocketIOGuard, require
+from werkzeug.serving import make_server
 
 DEADLINE = 5.0  # seconds; a healthy server answers in milliseconds
 
@@ -143,7 +142,7 @@ class RawWebSocket:
     def closed(self) -> bool:
         """True once the server closes the session (Engine.IO `1`, a close frame, or a dropped socket)."""
         try:
-            while (frame := self.ws.recv()) not in ("", "1"):
+            while self.ws.recv() not in ("", "1"):
                 pass
         except (websocket.WebSocketException, OSError):
             pass

@@ -1,4 +1,4 @@
-"""What the guard promises, against a real server: each hostile input gets a reason or costs its own connection."""
+"""What the guard promises, on a real server: each hostile input gets a reason or costs its connection."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import logging
 import pytest
 import requests
 import socketio
-from serving import DEADLINE, RawWebSocket, make_app, polling_session, tracebacks, wait_until
 from flask import Flask
 from flask_socketio import SocketIO
-
 from flask_socketio_guard import DEFAULTS, Refused, SocketIOGuard, require, secret
+from serving import DEADLINE, RawWebSocket, make_app, polling_session, tracebacks, wait_until
 
 
 @pytest.fixture(autouse=True)

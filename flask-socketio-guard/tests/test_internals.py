@@ -16,7 +16,6 @@ from engineio.packet import CLOSE, MESSAGE, PING, PONG
 from engineio.payload import Payload
 from flask import Flask
 from flask_socketio import SocketIO
-
 from flask_socketio_guard import _internals
 
 
