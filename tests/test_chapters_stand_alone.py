@@ -51,3 +51,41 @@ def test_each_pages_cdn_fallback_is_the_client_npm_pins():
         str(p.relative_to(REPO_ROOT)): re.findall(r"cdn\.socket\.io/([\d.]+)/", p.read_text()) for p in pages
     }
     assert pages and all(found == [pinned] for found in versions.values()), (pinned, versions)
+
+
+# Lesson first: sizes a reader can take in one pass, like the examples learners compare us with
+# (Flask-SocketIO's example/app.py: 126 lines, first handler at line 34).
+SIZES = {
+    "chapters/01_basic_chat/app.py": (200, 120),
+    "chapters/02_async_modes/app.py": (330, None),
+    "chapters/03_redis_scaling/app.py": (330, None),
+    "chapters/04_nginx_lb/app.py": (330, None),
+}
+
+
+@pytest.mark.parametrize("path", SIZES, ids=[Path(p).parts[1] for p in SIZES])
+def test_a_chapter_app_reads_in_one_pass(path):
+    """Each chapter's app.py stays within its line budget; chapter 01 reaches its first handler early."""
+    most_lines, first_handler_before = SIZES[path]
+    lines = (REPO_ROOT / path).read_text().splitlines()
+    assert len(lines) <= most_lines
+    if first_handler_before:
+        first = next(i for i, line in enumerate(lines, 1) if line.startswith("@socketio.on("))
+        assert first < first_handler_before
+
+
+GUARD_NAMES = re.compile(
+    r"^(def|class) (sent_by_the_client|rate_limited|close_malformed|check_packet|guard_the_edge"
+    r"|accepted_origin|on_engineio_message|on_handler_error|refuse|secret|require)\b|on_error_default",
+    re.M,
+)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*SOURCES, *sorted(REPO_ROOT.glob("recipes/**/*.py"))],
+    ids=lambda path: str(path.relative_to(REPO_ROOT)),
+)
+def test_no_chapter_twin_or_recipe_defines_a_guard_of_its_own(path):
+    """The guards live in flask-socketio-guard, imported like Flask-SocketIO itself; none is copied in."""
+    assert GUARD_NAMES.findall(path.read_text()) == []
