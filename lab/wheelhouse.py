@@ -11,7 +11,8 @@ older macOS versions but not a manylinux tag to the older glibc ones, so name ea
 A pin with no wheel for a target is left out, listed in README.txt, and fails the build: nothing
 is built from source on the day.
 
-Writes, into one folder: wheels/ (every pinned wheel of requirements/*.txt, and nox and uv),
+Writes, into one folder: wheels/ (every pinned wheel of requirements/*.txt, nox and uv, and the
+wheel of flask-socketio-guard, the chapters' guard extension, built from its folder),
 npm-cache/ (an npm cache that holds every package of package-lock.json), site/ (the built site)
 and README.txt (the commands an attendee types). `WHEELHOUSE=<kit> nox ...` then installs from it
 with no network (noxfile.py, `_install` and `_install_js`).
@@ -34,7 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # nox and its fast backend, pinned as .ci/run installs them.
 RUNNER = ("nox==2026.10.20", "uv==0.13.8")
-LOCKS = tuple(ROOT / "requirements" / f"{name}.txt" for name in ("tests", "lint", "docs", "knobs"))
+LOCKS = tuple(ROOT / "requirements" / f"{name}.txt" for name in ("tests", "lint", "docs", "knobs", "build"))
+# The chapters' guard extension: not on PyPI, so the kit carries a wheel built from its folder.
+GUARD = ROOT / "flask-socketio-guard"
 WHEELS, NPM_CACHE, SITE = "wheels", "npm-cache", "site"
 
 
@@ -87,6 +90,11 @@ def download_wheels(kit: Path, locks: list[Path], runner: bool, target: list[str
             missing += [pin for pin in pins(lock) if not _pip_download(wheels, target, "--no-deps", pin)]
     if runner and not _pip_download(wheels, target, *RUNNER):
         missing += list(RUNNER)
+    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    if (
+        subprocess.run([*argv, "--wheel-dir", str(wheels), str(GUARD)]).returncode != 0
+    ):  # pure Python: any target
+        missing.append(f"flask-socketio-guard (its wheel, built from {GUARD.name}/)")
     return missing
 
 
@@ -135,7 +143,7 @@ def write_readme(kit: Path, built_for: list[str], missing: list[str]) -> None:
         ),
         *(f"  {pin}" for pin in missing),
         "",
-        f"  wheels/      every pinned Python wheel of the lock files, and {runner}",
+        f"  wheels/      every pinned Python wheel of the lock files, {runner}, and flask-socketio-guard",
         *(["  npm-cache/   an npm cache holding every package of package-lock.json"] if npm else []),
         *(["  site/        the cookbook's site"] if site else []),
         "",
@@ -151,6 +159,7 @@ def write_readme(kit: Path, built_for: list[str], missing: list[str]) -> None:
         *(['     npm ci --offline --cache "$WHEELHOUSE/npm-cache"'] if npm else []),
         "     python3 -m venv .venv",
         '     .venv/bin/pip install --no-index --find-links "$WHEELHOUSE/wheels" -r requirements/tests.txt',
+        '     .venv/bin/pip install --no-index --find-links "$WHEELHOUSE/wheels" flask-socketio-guard',
     ]
     if site:
         lines += [

@@ -14,13 +14,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from lab import MissingDependency
 from lab.deps import INSTALL_HINTS
-from lab.wheelhouse import NPM_CACHE, RUNNER, WHEELS
+from lab.wheelhouse import NPM_CACHE, RUNNER, WHEELS, pins
 
 ROOT = Path(__file__).resolve().parent.parent
 # Downloading every wheel of requirements/tests.txt takes a minute on a fast line, more on a slow one.
@@ -75,7 +76,12 @@ def kit(tmp_path_factory, nox) -> Path:
     kit = work / "kit"
     # The session's venv is of this test's Python, so the wheels are for it; none of it in the repo's .nox.
     session = ["--envdir", work / "nox", "--force-python", sys.executable, "-s", "wheelhouse"]
-    only = ["--requirements", ROOT / "requirements" / "tests.txt", "--no-runner", "--no-site"]
+    locks = [
+        arg
+        for name in ("tests", "build")
+        for arg in ("--requirements", ROOT / "requirements" / f"{name}.txt")
+    ]
+    only = [*locks, "--no-runner", "--no-site"]
     run([nox, "-f", ROOT / "noxfile.py", *session, "--", kit, *only])
     return kit
 
@@ -105,7 +111,7 @@ def test_nox_installs_the_test_requirements_from_the_kit_with_no_network(offline
 
     # The venv's Python imports what the chapters run on, still with no network.
     python = next(envdir.glob("*/bin/python"))  # nox names a long venv path by its hash
-    run([*offline, python, "-c", "import flask_socketio, gevent, celery"], env=env)
+    run([*offline, python, "-c", "import flask_socketio, flask_socketio_guard, gevent, celery"], env=env)
 
 
 def test_npm_installs_the_socketio_client_from_the_kit_with_no_network(offline, kit, tmp_path):
@@ -140,6 +146,13 @@ def test_the_kit_readme_gives_the_offline_commands(kit):
     assert "export WHEELHOUSE=" in readme
     assert f'--no-index --find-links "$WHEELHOUSE/wheels" {" ".join(RUNNER)}' in readme
     assert 'npm ci --offline --cache "$WHEELHOUSE/npm-cache"' in readme
+
+
+def test_the_kit_builds_the_guard_with_the_backend_its_pyproject_pins():
+    """requirements/build.txt, which the kit carries, pins the build backend flask-socketio-guard names."""
+    pyproject = tomllib.loads((ROOT / "flask-socketio-guard" / "pyproject.toml").read_text(encoding="utf-8"))
+    [backend] = pyproject["build-system"]["requires"]
+    assert pins(ROOT / "requirements" / "build.txt") == [backend.replace("_", "-")]
 
 
 def test_the_kit_carries_the_nox_and_uv_that_ci_installs():
