@@ -35,7 +35,6 @@ from flask import Flask, jsonify, render_template, send_from_directory, session
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
 from flask_socketio_guard import Refused, SocketIOGuard, require, secret  # noqa: F401
 
-# --8<-- [start:config]
 # Explicit, always: left to auto-detection, Flask-SocketIO silently picks
 # eventlet whenever it happens to be installed. Chapter 02 compares the modes.
 ASYNC_MODE = "threading"
@@ -53,17 +52,13 @@ MAX_NAME = 32
 MAX_ROOM = 32
 MAX_TEXT = 500
 MAX_ROOMS = 10  # rooms one connection may be in at once
-# --8<-- [end:config]
 
-# --8<-- [start:socketio]
 app = Flask(
     __name__, template_folder=Path(__file__).resolve().parents[1] / "chapters" / "01_basic_chat" / "templates"
 )
 app.config["SECRET_KEY"] = secret("SECRET_KEY", production=os.environ.get("PRODUCTION") == "1")
 socketio = SocketIO(app, async_mode=ASYNC_MODE)
-# --8<-- [end:socketio]
 
-# --8<-- [start:guard]
 # What every chapter needs and none teaches: a client that is not this page gets a reason or
 # loses its own connection, never anyone else's (docs/hardening.md, flask-socketio-guard/).
 app.config.update(
@@ -74,10 +69,8 @@ app.config.update(
 )
 # expected: every guard of docs/hardening.md stands between a hostile client and the handlers;
 # actual: nothing does. The settings above are read by no one.
-# --8<-- [end:guard]
 
 
-# --8<-- [start:routes]
 @app.get("/")
 def index():
     return render_template("index.html", instance=INSTANCE_NAME)
@@ -93,10 +86,8 @@ def healthz():
     return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
 
 
-# --8<-- [end:routes]
 
 
-# --8<-- [start:rooms]
 # Rooms a client names live under this prefix, apart from the rooms the server keeps for
 # itself: each connection's own room, named after its sid. A client that names a sid as
 # its room finds nothing there to leave or write to.
@@ -111,10 +102,8 @@ def chat_rooms():
     return [room for room in rooms() if room.startswith(ROOM_PREFIX)]
 
 
-# --8<-- [end:rooms]
 
 
-# --8<-- [start:handlers]
 @socketio.on("join")
 def on_join(data=None):
     # require() returns the fields, stripped, or raises Refused: the sender gets an `error`.
@@ -136,7 +125,6 @@ def on_leave(data=None):
     return {"ok": True, "room": room}
 
 
-# --8<-- [start:message]
 @socketio.on("message")
 def on_message(data=None):
     fields = require(data, room=MAX_ROOM, text=MAX_TEXT)
@@ -148,7 +136,6 @@ def on_message(data=None):
     return {"ok": True}
 
 
-# --8<-- [end:message]
 
 
 @socketio.on("connect")
@@ -181,7 +168,6 @@ def on_disconnect(reason=None):
         emit("system", {"room": name, "text": text}, to=room, include_self=False)
 
 
-# --8<-- [end:handlers]
 
 
 if __name__ == "__main__":

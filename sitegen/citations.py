@@ -5,6 +5,7 @@ In a page (or a chapter README), write
     {test: tests/chapter03/test_redis_scaling.py::test_broadcast_reaches_every_instance}
     {test: tests/chapter04/test_configs.py::TestNginx::test_upgrade}     (a method)
     {test: tests/chapter05/test_antipatterns.py::test_twin[emit-to-sid]} (one parameter)
+    {test: flask-socketio-guard/tests/test_guard.py::test_require_names_what_is_wrong}  (the guard's own)
     {bench: 05-celery.json latency.end_to_end.p50_ms .1f}
     {tests: tests/chapter03}
 
@@ -33,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "docs" / "bench"
 
-TEST = re.compile(r"\{test:\s*(tests/[^}\s]+)\s*\}")
+# The cookbook's tests, and the guard extension's own suite.
+TEST = re.compile(r"\{test:\s*((?:flask-socketio-guard/)?tests/[^}\s]+)\s*\}")
 TESTS = re.compile(r"^\{tests:\s*([^}\s]+)\s*\}[ \t]*$", re.MULTILINE)
 BENCH = re.compile(r"\{bench:\s*([^}\s]+)\s+([^}\s]+)(?:\s+([^}\s]+))?\s*\}")
 

@@ -243,6 +243,13 @@ def test_init_app_fits_an_app_factory_and_fills_in_the_defaults():
     assert socketio_.server.eio.max_http_buffer_size == 16 * 1024
 
 
+def test_an_empty_list_of_trusted_hosts_is_refused_not_read_as_every_host():
+    app = Flask(__name__)
+    app.config["SOCKETIO_GUARD_TRUSTED_HOSTS"] = []
+    with pytest.raises(ValueError, match="SOCKETIO_GUARD_TRUSTED_HOSTS is empty"):
+        SocketIOGuard(app, SocketIO(app, async_mode="threading"))
+
+
 def test_secret_comes_from_the_environment_and_is_required_in_production(monkeypatch):
     monkeypatch.setenv("SOME_SECRET", "s3cret")
     assert secret("SOME_SECRET", production=True) == "s3cret"

@@ -136,6 +136,10 @@ class SocketIOGuard:
             app.config.setdefault(key, value)
         self.app, self.socketio = app, socketio
         self.config = {key.removeprefix("SOCKETIO_GUARD_"): app.config[key] for key in DEFAULTS}
+        if not self.config["TRUSTED_HOSTS"]:
+            # Werkzeug's host_is_trusted(host, []) is True for every host: an empty list would
+            # switch the check off without a word.
+            raise ValueError("SOCKETIO_GUARD_TRUSTED_HOSTS is empty: name the hosts this app answers to")
         app.extensions["socketio_guard"] = self
         _internals.set_engineio_limits(socketio, self.accepted_origin, self.config["MAX_EVENT_BYTES"])
         _internals.wrap_event_dispatch(socketio, self._guarded)
