@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from lab import chapter_requirements
+from lab.apps import healthz, start_app
+from lab.deps import MissingDependency
 from lab.processes import REPO_ROOT
 
 HARNESS = {"lab", "bench", "tests", "sitegen", "noxfile"}
@@ -89,3 +96,53 @@ GUARD_NAMES = re.compile(
 def test_no_chapter_twin_or_recipe_defines_a_guard_of_its_own(path):
     """The guards live in flask-socketio-guard, imported like Flask-SocketIO itself; none is copied in."""
     assert GUARD_NAMES.findall(path.read_text()) == []
+
+
+def test_each_chapter_folder_pins_its_closure_as_the_tests_ran_it():
+    """Each chapter's requirements.txt is the lock's closure of what it needs: rewritten, it stays as is."""
+    assert chapter_requirements.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("folder", chapter_requirements.NEEDS)
+def test_each_chapter_folder_pins_every_package_it_imports(folder):
+    """Every third-party module a chapter folder imports comes from a distribution its requirements pin."""
+    pinned = {
+        chapter_requirements.canonical(line.split("==")[0])
+        for line in (REPO_ROOT / folder / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    # An editable install (the guard, in the tests' venv) is found by its module's own name.
+    owners = importlib.metadata.packages_distributions() | {"flask_socketio_guard": ["flask-socketio-guard"]}
+    local = {p.stem for p in (REPO_ROOT / folder).rglob("*.py")} | {
+        p.name for p in (REPO_ROOT / folder).iterdir()
+    }
+    imported = set().union(*(imported_modules(p) for p in (REPO_ROOT / folder).rglob("*.py")))
+    third_party = {m for m in imported - local if m not in sys.stdlib_module_names}
+    unpinned = {
+        m: owners.get(m)
+        for m in third_party
+        if not {chapter_requirements.canonical(d) for d in owners.get(m, [])} & pinned
+    }
+    assert unpinned == {}
+
+
+def test_a_chapter_folder_copied_out_installs_from_its_requirements_and_runs(tmp_path, bench):
+    """Chapter 01 copied out, installed from its requirements.txt with nothing resolved, serves /healthz.
+
+    --no-deps: a transitive pin missing from the file would fail the app's imports.
+    """
+    uv = shutil.which("uv")
+    if uv is None:
+        raise MissingDependency("uv is not on PATH. Install it with: python3 -m pip install uv==0.13.8")
+    folder = tmp_path / "01_basic_chat"
+    shutil.copytree(REPO_ROOT / "chapters" / "01_basic_chat", folder)
+    venv = tmp_path / "venv"
+    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    install = [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "--no-deps"]
+    subprocess.run(
+        [*install, "-r", folder / "requirements.txt", REPO_ROOT / "flask-socketio-guard"], check=True
+    )
+    app = start_app(
+        bench, folder / "app.py", command=lambda port: [str(venv / "bin" / "python"), str(folder / "app.py")]
+    )
+    assert healthz(app.url)["status"] == "ok"
