@@ -160,9 +160,16 @@ def _module_names(chapter: Path) -> set[str]:
 
 
 def imports_chapter(twin: Twin) -> bool:
-    """True when the twin imports its chapter's module instead of copying it."""
+    """True when the twin imports its chapter's module instead of copying it.
+
+    An import the chapter file makes itself (chapter 03's app.py imports online.py from its
+    folder) does not count: a copy repeats it.
+    """
     modules = _module_names(twin.chapter)
-    for _, _, node in _statements(twin.path):
+    own = {dump for _, dump, _ in _statements(twin.chapter)}
+    for _, dump, node in _statements(twin.path):
+        if dump in own:
+            continue
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in modules:
             return True
         if isinstance(node, ast.Import) and any(a.name.split(".")[0] in modules for a in node.names):
