@@ -30,19 +30,18 @@ Differs from chapters/05_celery/app.py
     producer, producer_lock: once per process, as Flask-SocketIO's example does it, added
 """
 
-from gevent import monkey
+import sys
+import threading
+from pathlib import Path
 
-monkey.patch_all()
-
-import sys  # noqa: E402
-import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-# The chapter's package, loaded by path ("05_celery" is not an importable package name).
+# The chapter's web instance, loaded by path ("05_celery" is not an importable package name):
+# importing its app.py patches the standard library for gevent, then builds the app. Everything
+# below is created after the patch.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "05_celery"))
-from taskboard import FIGURE_SECONDS, INSTANCE_NAME, create_app, events, socketio  # noqa: E402
-from taskboard.tasks import dashboard_figure  # noqa: E402
-from taskboard.web import serve  # noqa: E402
+from app import app
+from taskboard import FIGURE_SECONDS, INSTANCE_NAME, events, socketio
+from taskboard.tasks import dashboard_figure
+from taskboard.web import serve
 
 producer = None
 producer_lock = threading.Lock()
@@ -69,7 +68,6 @@ class TaskEventsWithProducer(events.TaskEvents):
 
 # --8<-- [end:producer]
 
-app = create_app()
 socketio.on_namespace(TaskEventsWithProducer("/"))
 
 if __name__ == "__main__":

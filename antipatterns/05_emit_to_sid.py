@@ -24,19 +24,17 @@ Differs from chapters/05_celery/taskboard/events.py
     reply_to: the connection's sid instead of the user's room
 """
 
-from gevent import monkey
+import sys
+from pathlib import Path
 
-monkey.patch_all()
-
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from flask import request  # noqa: E402
-
-# The chapter's package, loaded by path ("05_celery" is not an importable package name).
+# The chapter's web instance, loaded by path ("05_celery" is not an importable package name):
+# importing its app.py patches the standard library for gevent, then builds the app. Everything
+# below is created after the patch.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "05_celery"))
-from taskboard import create_app, events  # noqa: E402
-from taskboard.web import serve  # noqa: E402
+from app import app
+from flask import request
+from taskboard import events
+from taskboard.web import serve
 
 
 # --8<-- [start:reply_to]
@@ -49,7 +47,6 @@ def reply_to():
 # --8<-- [end:reply_to]
 
 events.reply_to = reply_to
-app = create_app()
 
 if __name__ == "__main__":
     serve(app)

@@ -17,16 +17,17 @@ How to run it
     Settings come from the environment: HOST, PORT, INSTANCE_NAME, SECRET_KEY,
     TOKEN_MAX_AGE (seconds, default 3600) and PRODUCTION=1 (then SECRET_KEY
     must be set). Without SECRET_KEY a random key is made at each start, so no
-    token survives a restart: every client must log in again.
+    token survives a restart: every client must log in again. ALLOWED_ORIGINS,
+    TRUSTED_HOSTS and EVENTS_PER_SECOND are the guard's, as in the chapters:
+    docs/hardening.md says what each one stops.
 
 What breaks without it
     A connect handler that accepts everyone leaves each event handler to find
     out who is talking, and a user id sent in each event's payload is whatever
     the client claims. Raising Python's built-in ConnectionRefusedError instead
-    of Flask-SocketIO's sends it to the `on_error_default` handler, whose answer
-    (an ack for the client) accepts the connection: the client is in, with no
-    user. This app's handler fails closed for `connect`, so the client is
-    refused, but reads only "Connection rejected by server", not why.
+    of Flask-SocketIO's makes the handler fail like any other error: the guard
+    refuses the connection (it fails closed), but the client reads only
+    "Connection rejected by server", not why.
 
 TL;DR
     Check a signed token in `on_connect(auth)`; refuse with
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request, send_from_directory, session
 from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room
+from flask_socketio_guard import Refused, SocketIOGuard, require, secret
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 
 # --8<-- [start:config]
@@ -66,26 +68,25 @@ MAX_TEXT = 500
 
 
 # --8<-- [start:secret]
-def secret(name):
-    """A secret from the environment, or a throwaway one for a demo; never in production.
-
-    The throwaway key is new at every start, so the tokens signed with it die with the
-    process: after a restart every client is refused with "invalid token" and logs in again.
-    """
-    if os.environ.get(name):
-        return os.environ[name]
-    if PRODUCTION:
-        raise SystemExit(f"{name} must be set when PRODUCTION=1")
-    return os.urandom(16).hex()
-
-
 app = Flask(__name__)
-app.config["SECRET_KEY"] = secret("SECRET_KEY")
+# Without SECRET_KEY, secret() makes a throwaway key, new at every start: the tokens signed
+# with it die with the process, and after a restart every client is refused with "invalid
+# token" and logs in again. With PRODUCTION=1 it refuses to start instead.
+app.config["SECRET_KEY"] = secret("SECRET_KEY", production=PRODUCTION)
 socketio = SocketIO(app, async_mode=ASYNC_MODE)
 # The salt keeps these tokens apart from everything else signed with the same key (Flask's
 # session cookie): no other signed value of this app is ever accepted as a socket token.
 tokens = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="socket-auth")
 # --8<-- [end:secret]
+
+# What every chapter needs and none teaches: a client that is not this page gets a reason or
+# loses its own connection, never anyone else's (docs/hardening.md, flask-socketio-guard/).
+app.config.update(
+    SOCKETIO_GUARD_EVENTS_PER_SECOND=int(os.environ.get("EVENTS_PER_SECOND", "20")),
+    SOCKETIO_GUARD_TRUSTED_HOSTS=os.environ.get("TRUSTED_HOSTS", "127.0.0.1,localhost").split(","),
+    SOCKETIO_GUARD_ALLOWED_ORIGINS=[o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o],
+)
+guard = SocketIOGuard(app, socketio)
 
 
 # --8<-- [start:login]
@@ -98,7 +99,7 @@ def login():
     """
     try:
         user_id = require(request.get_json(silent=True), name=MAX_NAME)["name"]
-    except BadPayload as bad:
+    except Refused as bad:
         return jsonify(reason=str(bad)), 400
     return jsonify(token=tokens.dumps(user_id))
 
@@ -140,11 +141,9 @@ def on_connect(auth=None):
     docs, "Connection Events": the handler can raise ConnectionRefusedError, and "any arguments
     passed to the exception are returned to the client in the error packet".
     https://flask-socketio.readthedocs.io/en/latest/getting_started.html#connection-events
-    Python's built-in exception of the same name is not that one: Flask-SocketIO hands it to the
-    error handler below, like any other exception.
+    Python's built-in exception of the same name is not that one: it fails the handler like
+    any other exception, and the client is refused without a reason.
     """
-    if sent_by_the_client():
-        return refuse("connect", "a client cannot send 'connect'")
     try:
         user_id = user_from(auth)
     except ConnectionRefusedError as refused:
@@ -161,15 +160,12 @@ def on_connect(auth=None):
 # --8<-- [start:user_room]
 @socketio.on("whoami")
 def on_whoami(data=None):
-    return {"user": session["user"], "instance": INSTANCE_NAME}
+    return {"ok": True, "user": session["user"], "instance": INSTANCE_NAME}
 
 
 @socketio.on("notify_me")
 def on_notify_me(data=None):
-    try:
-        text = require(data, text=MAX_TEXT)["text"]
-    except BadPayload as bad:
-        return refuse("notify_me", str(bad))
+    text = require(data, text=MAX_TEXT)["text"]  # a bad payload: Refused, told to the sender
     user_id = session["user"]
     # to=user_room(user_id): every tab of this user, nobody else. The user comes from the
     # session, set at connect time from the token; a payload never says who the sender is.
@@ -180,7 +176,7 @@ def on_notify_me(data=None):
 # --8<-- [end:user_room]
 
 
-# What follows is chapter 01's, unchanged: the page, the health check, payload checks.
+# What follows is chapter 01's, unchanged: the page and the health check.
 
 
 @app.get("/")
@@ -196,73 +192,6 @@ def socketio_client_js():
 @app.get("/healthz")
 def healthz():
     return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
-
-
-class BadPayload(ValueError):
-    """The reason a payload was refused; it is sent back to the sender as is."""
-
-
-def require(data, **limits):
-    """Return the payload's fields, stripped, or raise BadPayload with the reason.
-
-    `limits` maps each required key to its maximum length: require(data, room=32).
-    """
-    if not isinstance(data, dict):
-        raise BadPayload("payload must be an object")
-    fields = {}
-    for key, max_length in limits.items():
-        if key not in data:
-            raise BadPayload(f"missing key '{key}'")
-        value = data[key]
-        if not isinstance(value, str):
-            raise BadPayload(f"'{key}' must be a string")
-        value = value.strip()
-        if not value:
-            raise BadPayload(f"'{key}' must not be empty")
-        if len(value) > max_length:
-            raise BadPayload(f"'{key}' is longer than {max_length} characters")
-        fields[key] = value
-    return fields
-
-
-def refuse(event, reason):
-    """Tell the sender, and only the sender, why its event was refused."""
-    emit("error", {"event": event, "reason": reason})
-    return {"ok": False, "reason": reason}
-
-
-# --8<-- [start:errors]
-@socketio.on_error_default
-def on_handler_error(error):
-    """Whatever a handler raises: the sender gets a reason and a failed ack; the log, one line.
-
-    A client that is not this page can send anything. `42["whoami",{...},{...}]` (two
-    arguments) makes the call itself raise TypeError before the handler runs. A
-    traceback for each such event would let one client fill the disk. A real connect
-    whose handler raised is refused instead.
-    """
-    event, args = request.event["message"], request.event["args"]
-    app.logger.warning("refused %r from %s: %s: %s", event, request.sid, type(error).__name__, error)
-    if event == "connect" and not sent_by_the_client():
-        # Fail closed. Any other answer from here accepts the connection, unchecked: that is
-        # what Python's built-in ConnectionRefusedError would do, as it lands here too.
-        return False
-    if len(args) > 1:
-        return refuse(event, f"send one object, not {len(args)} arguments")
-    return refuse(event, "the server could not handle this event")
-
-
-def sent_by_the_client():
-    """True when the `connect` handler runs for an event a client sent itself.
-
-    Any client can emit an event named "connect", and python-socketio hands it to the
-    connect handler, auth and all. The real connect runs while the connection is still
-    pending (python-socketio's pre_connect); a client's own, once it is connected.
-    """
-    return socketio.server.manager.is_connected(request.sid, request.namespace)
-
-
-# --8<-- [end:errors]
 
 
 # --8<-- [start:run]

@@ -142,7 +142,7 @@ def runs_work(args: tuple) -> bool:
     return isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 < seconds <= MAX_SECONDS
 
 
-# Each event a chapter may answer, and the fields its payload must hold.
+# Each event an app may answer, and the fields its payload must hold.
 FIELDS = {
     "join": ("room", "name"),
     "leave": ("room",),
@@ -151,6 +151,10 @@ FIELDS = {
     "ping": (),
     "slow_io": ("seconds",),
     "cpu_work": ("seconds",),
+    "start": ("steps", "fail_at"),  # chapter 05: a report task (queued: no worker runs it)
+    "cancel": ("task",),
+    "whoami": (),  # the recipe
+    "notify_me": ("text",),
 }
 WORK_EVENTS = {"slow_io", "cpu_work"}
 

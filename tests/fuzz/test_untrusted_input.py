@@ -5,7 +5,8 @@ extra arguments, strings on and over the limits, bytes; raw WebSocket frames and
 long-polling bodies that are almost Engine.IO or Socket.IO packets. Fixed lists add the
 packets known to have broken python-engineio and python-socketio. Throughout, the server
 stays up, writes at most one line per connection and never a traceback, and a bystander
-in room `lobby` goes on chatting: each of its lines comes back once, in order.
+in its room (`lobby` in a chat, its user's in chapter 05 and the recipe) goes on as before:
+each of its lines comes back once, in order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lab.apps import healthz
-from lab.raw import PollingSession, RawWebSocket
+from lab.raw import PollingSession
 from tests.fuzz.strategies import (
     JUST_OVER_THE_FRAME_LIMIT,
     JUST_UNDER_THE_FRAME_LIMIT,
@@ -125,12 +126,16 @@ def check_answers(fuzzed, calls: list[tuple[str, tuple]], acks: list, closed: bo
 def test_any_payload_gets_an_ack_with_a_reason_or_an_oversized_one_a_close(fuzzed):
     """Any arguments to any event get {"ok": True} or {"ok": False, "reason"} and an `error` event."""
     batches = 0
+    event, payload, _ = fuzzed.door.cheap
+
+    def with_text(text):  # an event the app takes from anyone, its text near the frame limit
+        return [(event, ({**(payload or {}), "text": text},))]
 
     @fuzz_settings(30)
     @given(calls=st.lists(events(fuzzed.events), min_size=1, max_size=4))
-    @example(calls=[("message", ({"room": "lobby", "text": JUST_UNDER_THE_FRAME_LIMIT},))])
-    @example(calls=[("message", ({"room": "lobby", "text": JUST_OVER_THE_FRAME_LIMIT},))])
-    @example(calls=[("message", ({"room": "lobby", "text": b"\x00" * (MAX_EVENT_BYTES + 1)},))])
+    @example(calls=with_text(JUST_UNDER_THE_FRAME_LIMIT))
+    @example(calls=with_text(JUST_OVER_THE_FRAME_LIMIT))
+    @example(calls=with_text(b"\x00" * (MAX_EVENT_BYTES + 1)))
     def one_batch(calls):
         nonlocal batches
         acks, closed = fuzzed.hostile.send_all(calls, timeout=ACK_DEADLINE)
@@ -156,7 +161,7 @@ def test_garbage_websocket_frames_cost_at_most_one_log_line_per_connection(fuzze
     def one_connection(sent):
         nonlocal connections
         connections += 1
-        with RawWebSocket(fuzzed.app.url) as ws:
+        with fuzzed.door.raw_websocket("raw") as ws:
             mark = fuzzed.log.mark()
             ws.send(*sent)
             state = ws.settle()
@@ -178,14 +183,14 @@ def test_garbage_websocket_frames_cost_at_most_one_log_line_per_connection(fuzze
 def test_a_malformed_frame_costs_one_line_and_its_connection_which_leaves_its_rooms_at_once(fuzzed, frame):
     """A frame the libraries cannot decode: one `closed` line, the connection closed, its rooms left."""
     name = fuzzed.new_name("raw")
-    with RawWebSocket(fuzzed.app.url) as ws:
-        # A connection in the bystander's room sends one bad frame: the server closes it.
-        ws.join("lobby", name)
+    with fuzzed.door.raw_websocket(name) as ws:
+        # A connection in a room (the bystander's, where clients name rooms) sends one bad frame.
+        fuzzed.door.join_raw(ws, name)
         mark = fuzzed.log.mark()
         ws.send(frame)
         assert ws.settle() == "closed"
-    # Its room hears it leave now, not a ping timeout later; the log holds one line about it.
-    fuzzed.bystander.hears_leave(name)
+    # It leaves its room now, not a ping timeout later; the log holds one line about it.
+    fuzzed.bystander.hears_leave(name, ws.eio_sid, "websocket")
     lines = fuzzed.log.lines_since(mark)
     assert len(lines) == 1 and expected_line(lines[0], ws.eio_sid), lines
     assert_up(fuzzed)
@@ -194,7 +199,7 @@ def test_a_malformed_frame_costs_one_line_and_its_connection_which_leaves_its_ro
 @pytest.mark.parametrize("sent", ids(GARBAGE_TWICE))
 def test_garbage_after_garbage_on_one_websocket_is_dropped_without_a_line(fuzzed, sent):
     """A second bad frame, sent before the server closed the connection: still one line, no traceback."""
-    with RawWebSocket(fuzzed.app.url) as ws:
+    with fuzzed.door.raw_websocket("raw") as ws:
         mark = fuzzed.log.mark()
         ws.send(*sent)
         assert ws.settle() == "closed"
@@ -207,7 +212,7 @@ def test_garbage_after_garbage_on_one_websocket_is_dropped_without_a_line(fuzzed
 @pytest.mark.parametrize("frame", ids(HARMLESS))
 def test_an_unknown_but_harmless_frame_is_ignored_without_a_line(fuzzed, frame):
     """An unknown packet the libraries pass over: no line in the log, no harm to anyone."""
-    with RawWebSocket(fuzzed.app.url) as ws:
+    with fuzzed.door.raw_websocket("raw") as ws:
         mark = fuzzed.log.mark()
         ws.send(frame)
         assert ws.settle() != "silent"  # open or closed, as long as the server has read it
@@ -218,12 +223,12 @@ def test_an_unknown_but_harmless_frame_is_ignored_without_a_line(fuzzed, frame):
 def test_a_websocket_frame_over_the_size_limit_closes_the_connection(fuzzed):
     """A frame over 16 KiB: python-engineio closes the connection, and its rooms are left at once."""
     name = fuzzed.new_name("big")
-    with RawWebSocket(fuzzed.app.url) as ws:
-        ws.join("lobby", name)
+    with fuzzed.door.raw_websocket(name) as ws:
+        fuzzed.door.join_raw(ws, name)
         mark = fuzzed.log.mark()
         ws.send('42["message",{"room":"lobby","text":"' + "x" * MAX_EVENT_BYTES + '"}]')
         assert ws.settle() == "closed"
-    fuzzed.bystander.hears_leave(name)
+    fuzzed.bystander.hears_leave(name, ws.eio_sid, "websocket")
     assert len(fuzzed.log.lines_since(mark)) <= 1
     assert_up(fuzzed)
 
@@ -260,7 +265,7 @@ def test_garbage_polling_posts_are_answered_200_or_400_and_cost_at_most_one_line
     def one_session(body):
         nonlocal sessions
         sessions += 1
-        session = PollingSession(fuzzed.app.url)
+        session = fuzzed.door.polling_session("poll")
         mark = fuzzed.log.mark()
         response = session.post(body)
         check_post_answer(response)
@@ -284,13 +289,13 @@ def test_a_malformed_post_costs_one_line_and_its_session_which_leaves_its_rooms_
     """A POST the libraries cannot decode: one `closed` line, a DISCONNECT for the session, its rooms left."""
     name = fuzzed.new_name("poll")
     # A session in the bystander's room POSTs one bad body: it is closed, with one line.
-    session = PollingSession(fuzzed.app.url)
-    session.join("lobby", name)
+    session = fuzzed.door.polling_session(name)
+    fuzzed.door.join_raw(session, name)
     mark = fuzzed.log.mark()
     check_post_answer(session.post(body))
     assert len(lines_for(fuzzed, session, mark)) == 1
-    # Its room hears it leave at once, and its next GET brings the DISCONNECT.
-    fuzzed.bystander.hears_leave(name)
+    # It leaves its room at once, and its next GET brings the DISCONNECT.
+    fuzzed.bystander.hears_leave(name, session.eio_sid, "polling")
     assert_disconnected(session)
     # More garbage on the same session is dropped without a word.
     mark = fuzzed.log.mark()
@@ -302,7 +307,7 @@ def test_a_malformed_post_costs_one_line_and_its_session_which_leaves_its_rooms_
 @pytest.mark.parametrize("body", ids(UNEXPECTED_POSTS))
 def test_an_unexpected_post_is_answered_at_once(fuzzed, body):
     """A POST of a packet a client never sends is answered within the deadline, with at most one line."""
-    session = PollingSession(fuzzed.app.url)
+    session = fuzzed.door.polling_session("poll")
     mark = fuzzed.log.mark()
     # python-engineio ends a session on a packet it does not expect, and that waits for a GET.
     check_post_answer(session.post(body))
@@ -313,7 +318,7 @@ def test_an_unexpected_post_is_answered_at_once(fuzzed, body):
 
 def test_a_post_after_the_client_closed_its_session_is_answered_without_a_traceback(fuzzed):
     """A POST after the client's own CLOSE (`1`) gets 200 or 400, and costs no traceback."""
-    session = PollingSession(fuzzed.app.url)
+    session = fuzzed.door.polling_session("poll")
     assert session.post(b"1").status_code == 200
     mark = fuzzed.log.mark()
     response = session.post(b"40")
@@ -325,13 +330,13 @@ def test_a_post_after_the_client_closed_its_session_is_answered_without_a_traceb
 def test_a_post_over_the_size_limit_gets_400_and_closes_the_session(fuzzed):
     """A POST over 16 KiB gets 400 and the refusal; the session leaves its rooms at once."""
     name = fuzzed.new_name("big")
-    session = PollingSession(fuzzed.app.url)
-    session.join("lobby", name)
+    session = fuzzed.door.polling_session(name)
+    fuzzed.door.join_raw(session, name)
     mark = fuzzed.log.mark()
     response = session.post(b"4" + b"x" * MAX_EVENT_BYTES)
     assert (response.status_code, response.text) == (400, REFUSED_POST)
     assert len(fuzzed.log.lines_since(mark)) == 1
-    fuzzed.bystander.hears_leave(name)
+    fuzzed.bystander.hears_leave(name, session.eio_sid, "polling")
     assert_disconnected(session)
     assert_up(fuzzed)
 

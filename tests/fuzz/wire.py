@@ -94,13 +94,15 @@ def largest_frame(event: str, args: tuple) -> int:
 class HostileClient:
     """A python-socketio client over WebSocket that sends any arguments with any event.
 
-    It joins `room` as it connects. After the server closes the connection (a frame over
-    the size limit), the next `send_all` connects again.
+    It connects with `auth` and, where the app wants one, sends the `joining` event that puts it
+    in a room. After the server closes the connection (a frame over the size limit), the next
+    `send_all` connects again.
     """
 
-    def __init__(self, url: str, room: str):
+    def __init__(self, url: str, *, auth: Any = None, joining: tuple[str, dict] | None = None):
         self.url = url
-        self.room = room
+        self.auth = auth
+        self.joining = joining
         self.sio: socketio.Client | None = None
         self._changed = threading.Condition()
         self.errors: list[Any] = []
@@ -112,9 +114,9 @@ class HostileClient:
         sio.on("disconnect", self._on_disconnect)
         with self._changed:
             self.closed = False
-        sio.connect(self.url, transports=["websocket"], wait_timeout=10)
-        # In a room, so a valid `message` to it goes out to its members like anyone's.
-        assert sio.call("join", {"room": self.room, "name": "hostile"}, timeout=10)["ok"]
+        sio.connect(self.url, transports=["websocket"], auth=self.auth, wait_timeout=10)
+        if self.joining:  # in a room, so a valid `message` to it goes out to its members like anyone's
+            assert sio.call(*self.joining, timeout=10)["ok"]
         return sio
 
     def _on_error(self, data: Any = None) -> None:

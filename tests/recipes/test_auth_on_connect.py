@@ -134,7 +134,7 @@ def test_token_max_age_comes_from_the_environment(bench, clients):
 
     ann = clients("ann")
     ann.sio.connect(app.url, auth={"token": token_signed_ago(10)}, transports=["polling"], wait_timeout=10)
-    assert ann.call("whoami") == {"user": "ann", "instance": "app-1"}
+    assert ann.call("whoami") == {"ok": True, "user": "ann", "instance": "app-1"}
     no_traceback(app)
 
 
@@ -144,7 +144,7 @@ def test_every_tab_of_a_user_gets_its_notice_and_nobody_else_does(bench, clients
     ann_1 = connect_as(clients, app.url, "ann", "ann-tab-1")
     ann_2 = connect_as(clients, app.url, "ann", "ann-tab-2")
     bob = connect_as(clients, app.url, "bob", "bob")
-    assert ann_2.call("whoami") == {"user": "ann", "instance": "app-1"}
+    assert ann_2.call("whoami") == {"ok": True, "user": "ann", "instance": "app-1"}
 
     # Ann writes from one tab; both her tabs hear it.
     assert ann_1.call("notify_me", {"text": "the build is green"}) == {"ok": True}
@@ -182,8 +182,9 @@ def test_a_client_cannot_become_another_user_with_its_own_connect_event(bench, c
     ann = connect_as(clients, app.url, "ann", "ann")
 
     forged_connect = ({}, {"token": log_in(app.url, "bob")})  # what a real connect hands the handler
-    assert ann.call("connect", forged_connect) == {"ok": False, "reason": "a client cannot send 'connect'"}
-    assert ann.call("whoami") == {"user": "ann", "instance": "app-1"}
+    refused = {"ok": False, "reason": "a client cannot send 'connect'; it is connected already"}
+    assert ann.call("connect", forged_connect) == refused
+    assert ann.call("whoami") == {"ok": True, "user": "ann", "instance": "app-1"}
     no_traceback(app)
 
 
@@ -223,7 +224,7 @@ def test_without_secret_key_a_restart_voids_every_token_until_the_client_logs_in
     # Unlike the JS client, python-socketio keeps retrying after a refusal; a new login ends it.
     current["token"] = log_in(app.url, "ann")
     ann.wait_for("a reconnect", lambda c: len(c.received("connect")) == 2, timeout=DEADLINE)
-    assert ann.call("whoami") == {"user": "ann", "instance": "app-1"}
+    assert ann.call("whoami") == {"ok": True, "user": "ann", "instance": "app-1"}
     no_traceback(app)
 
 
@@ -248,7 +249,7 @@ def test_the_builtin_connection_refused_error_hides_the_reason(bench, tmp_path):
     app = start_app(bench, twin, env=KEPT_KEY)
 
     # expected: {"message": "invalid token"}; actual: the generic answer to a handler that failed.
-    # Without the error handler's fail-closed line for `connect`, this client would be let in.
+    # The guard fails closed for a connect handler that raised: any answer but False would let it in.
     assert refusal(app.url, {"token": "forged"}) == {"message": "Connection rejected by server"}
     assert "refused 'connect' from" in app.log_text()
     no_traceback(app)

@@ -21,7 +21,9 @@ How to run it (each terminal, from chapters/05_celery)
     Open http://127.0.0.1:5001 in two browsers, log in as two users, start a report.
     Settings come from the environment: HOST, PORT, INSTANCE_NAME, REDIS_URL,
     SOCKETIO_CHANNEL, SECRET_KEY (the same on every instance and worker),
-    STEP_SECONDS, ALLOWED_ORIGINS, TRUSTED_HOSTS, PRODUCTION=1.
+    STEP_SECONDS, TOKEN_MAX_AGE, ALLOWED_ORIGINS, TRUSTED_HOSTS,
+    EVENTS_PER_SECOND and PRODUCTION=1 (then SECRET_KEY must be set). The
+    last four are the guard's: docs/hardening.md says what each one stops.
 
 What breaks without it
     antipatterns/05_worker_without_queue.py: the worker emits through a
@@ -44,6 +46,7 @@ import redis
 from celery import Celery, Task
 from flask import Flask
 from flask_socketio import SocketIO
+from flask_socketio_guard import SocketIOGuard, secret
 
 # --8<-- [start:config]
 # gevent for the web instances (chapter 02); app.py patches before importing this package.
@@ -56,8 +59,6 @@ INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "web-1")
 # Socket.IO message queue that carries the workers' emits to the web instances.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL = os.environ.get("SOCKETIO_CHANNEL", "flask-socketio")
-ALLOWED_ORIGINS = [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o]
-TRUSTED_HOSTS = [h for h in os.environ.get("TRUSTED_HOSTS", "").split(",") if h] or ["127.0.0.1", "localhost"]
 PRODUCTION = os.environ.get("PRODUCTION") == "1"
 TOKEN_MAX_AGE = int(os.environ.get("TOKEN_MAX_AGE", "3600"))
 # The report task: how long each of its steps takes, and at most how many steps.
@@ -72,24 +73,22 @@ JS_CLIENT_DIR = Path(
     or Path(__file__).resolve().parents[3] / "node_modules" / "socket.io-client" / "dist"
 )
 MAX_NAME = 32
-MAX_EVENT_BYTES = 16 * 1024
-EVENTS_PER_SECOND = int(os.environ.get("EVENTS_PER_SECOND", "20"))
 # --8<-- [end:config]
-
-
-def secret(name):
-    """A secret from the environment, or a throwaway one for a demo; never in production."""
-    if os.environ.get(name):
-        return os.environ[name]
-    if PRODUCTION:
-        raise SystemExit(f"{name} must be set when PRODUCTION=1")
-    return os.urandom(16).hex()
-
 
 socketio = SocketIO()
 # Task bookkeeping that web instances and workers share: who owns a task, whether it was
 # cancelled, whether its last event went out.
 store = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+
+# What every chapter needs and none teaches: a client that is not the page gets a reason or loses
+# its own connection, never anyone else's (docs/hardening.md, flask-socketio-guard/). The factory
+# installs it, as it does SocketIO; these are its limits.
+guard = SocketIOGuard()
+GUARD_SETTINGS = {
+    "SOCKETIO_GUARD_EVENTS_PER_SECOND": int(os.environ.get("EVENTS_PER_SECOND", "20")),
+    "SOCKETIO_GUARD_TRUSTED_HOSTS": os.environ.get("TRUSTED_HOSTS", "127.0.0.1,localhost").split(","),
+    "SOCKETIO_GUARD_ALLOWED_ORIGINS": [o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o],
+}
 
 
 # --8<-- [start:factory]
@@ -98,7 +97,7 @@ def create_app():
     app = Flask(__name__)
     app.config.from_mapping(
         # Signs the tokens: every instance and every worker must share it, so set it.
-        SECRET_KEY=secret("SECRET_KEY"),
+        SECRET_KEY=secret("SECRET_KEY", production=PRODUCTION),
         REDIS_URL=REDIS_URL,
         SOCKETIO_CHANNEL=CHANNEL,
         CELERY=dict(
@@ -125,22 +124,16 @@ def create_app():
                 },
             },
         ),
+        **GUARD_SETTINGS,
     )
     celery_init_app(app)
 
-    from . import events, guards, views
+    from . import events, views
 
     # message_queue: the web instances subscribe to it; the workers publish on it (tasks.py).
-    socketio.init_app(
-        app,
-        async_mode=ASYNC_MODE,
-        message_queue=REDIS_URL,
-        channel=CHANNEL,
-        cors_allowed_origins=guards.accepted_origin,
-        max_http_buffer_size=MAX_EVENT_BYTES,
-    )
+    socketio.init_app(app, async_mode=ASYNC_MODE, message_queue=REDIS_URL, channel=CHANNEL)
+    guard.init_app(app, socketio)  # after socketio.init_app, which makes the server it guards
     socketio.on_namespace(events.TaskEvents("/"))
-    guards.guard(app, socketio)
     app.register_blueprint(views.bp)
     return app
 

@@ -9,6 +9,7 @@ import redis
 from celery import shared_task
 from flask import current_app
 from flask_socketio import SocketIO
+from flask_socketio_guard import Refused
 
 from . import MAX_STEPS, MAX_TASKS_PER_USER, STEP_SECONDS, store
 
@@ -40,8 +41,12 @@ def push(event, data, to=None):
 
 
 # --8<-- [start:start]
-class TaskRefused(ValueError):
-    """Why a task was not started or not cancelled; the client is told as is."""
+class TaskRefused(Refused):
+    """Why a task was not started or not cancelled; the client is told as is.
+
+    A Refused: raised in a socket handler, the guard sends it to the sender as an `error` event
+    and a failed ack. The HTTP routes answer it with a 400 or a 404 (views.py).
+    """
 
 
 def key(task_id, what):
