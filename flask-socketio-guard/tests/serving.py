@@ -37,7 +37,9 @@ def make_app(**options: Any) -> tuple[Flask, SocketIO]:
     """A small chat with every kind of handler the guard wraps; `options` go to SocketIO(...)."""
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test", SOCKETIO_GUARD_EVENTS_PER_SECOND=5, SOCKETIO_GUARD_MAX_ROOMS=3)
-    socketio = SocketIO(app, async_mode="threading", **options)
+    # A ping a second: python-engineio's polling client can lose its CLOSE (see Client.disconnect),
+    # and then waits for the server's next ping, which by default comes 25 s on.
+    socketio = SocketIO(app, async_mode="threading", **{"ping_interval": 1, **options})
     SocketIOGuard(app, socketio)
     app.disconnects = []
 
@@ -125,7 +127,19 @@ class Client:
     def received(self, event: str) -> list[Any]:
         return [data for name, data in self.events if name == event]
 
+    def disconnect(self) -> None:
+        """Disconnect, after what was sent before has gone out.
+
+        python-engineio's polling client loses its CLOSE when its write loop is still busy
+        with a POST as disconnect() runs (the loop checks the state before it sends): the
+        server then hears of it only at the next ping, 25 s on.
+        """
+        self.sio.eio.queue.join()
+        self.sio.disconnect()
+
     def close(self) -> None:
+        if self.sio.connected:
+            self.disconnect()
         self.sio.shutdown()
 
 

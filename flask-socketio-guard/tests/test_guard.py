@@ -86,8 +86,35 @@ def test_forged_connect_and_disconnect_are_refused_and_real_ones_run(serve, clie
     }
     assert server.app.disconnects == []  # the app's disconnect handler did not run
     assert client.call("echo", "still") == {"ok": True, "name": "ann"}
-    client.sio.disconnect()
+    client.disconnect()
     wait_until(lambda: server.app.disconnects, "the real disconnect")
+
+
+def test_forged_events_are_refused_even_where_the_app_has_no_such_handler(serve, clients):
+    app, socketio_ = make_app()
+    socketio_.handlers = [h for h in socketio_.handlers if h[0] != "disconnect"]
+    socketio_.server.handlers["/"].pop("disconnect")
+    server = serve((app, socketio_))
+    client = clients(server.url)
+    assert client.call("disconnect") == {
+        "ok": False,
+        "reason": "a client cannot send 'disconnect'; close the connection instead",
+    }
+    assert client.call("connect_error", {}) == {"ok": False, "reason": "a client cannot send 'connect_error'"}
+    wait_until(lambda: len(client.received("error")) == 2, "both error events")
+
+
+def test_a_forged_event_on_a_namespace_it_never_joined_is_dropped(serve, caplog):
+    server = serve()
+    ws = RawWebSocket(server.url)
+    ws.ws.send('42/other,1["disconnect"]')
+    ws.ws.send('421["echo","after"]')
+    frames = [ws.ws.recv()]
+    while not frames[-1].startswith("43"):
+        frames.append(ws.ws.recv())
+    assert frames == ['42["echo","after"]', '431[{"ok":true,"name":null}]']  # nothing for the first
+    assert tracebacks(caplog) == []
+    ws.close()
 
 
 def test_refused_in_connect_refuses_the_connection_with_its_reason(serve):

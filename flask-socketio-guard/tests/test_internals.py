@@ -32,16 +32,17 @@ def test_flask_socketio_dispatches_every_event_through_handle_event(socketio_):
     assert "self._handle_event(handler, message, real_ns, sid" in inspect.getsource(SocketIO.on)
 
 
-def test_python_socketio_hands_the_real_connect_the_environ_it_keeps():
-    """_handle_connect triggers 'connect' with self.environ[eio_sid]; get_environ returns that object."""
-    source = inspect.getsource(socketio.Server._handle_connect)
-    assert "self.environ[eio_sid]" in source
-    assert "self.environ.get(eio_sid)" in inspect.getsource(socketio.base_server.BaseServer.get_environ)
+def test_a_real_connect_or_disconnect_is_its_own_packet_type_never_an_event(socketio_):
+    """python-socketio dispatches CONNECT and DISCONNECT packets apart from EVENTs, and keeps the names."""
+    source = inspect.getsource(socketio.Server._handle_eio_message)
+    assert "pkt.packet_type == packet.CONNECT" in source and "pkt.packet_type == packet.EVENT" in source
+    assert set(socketio.base_server.BaseServer.reserved_events) <= _internals.RESERVED
+    packet = socketio_.server.packet_class(encoded_packet='21["disconnect"]')
+    assert (_internals.reserved_event(packet), packet.id) == ("disconnect", 1)
 
 
-def test_python_socketio_marks_a_real_disconnect_before_its_handler():
-    source = inspect.getsource(socketio.Server._handle_disconnect)
-    assert source.index("pre_disconnect") < source.index("_trigger_event('disconnect'")
+def test_python_socketio_sends_a_packet_to_one_connection_with_send_packet(socketio_):
+    assert list(inspect.signature(socketio_.server._send_packet).parameters) == ["eio_sid", "pkt"]
     assert callable(socketio.base_manager.BaseManager.is_connected)
 
 
@@ -75,7 +76,9 @@ def test_packet_class_decodes_and_raises_on_what_python_socketio_cannot_handle(s
         with pytest.raises(ValueError):
             decode(encoded_packet=bad)
     with pytest.raises(ValueError, match="an event's name must be a string"):
-        _internals.check_socketio_packet(socketio_, '2[["echo"],{}]')
+        _internals.decode_socketio_packet(socketio_, '2[["echo"],{}]')
+    with pytest.raises(ValueError, match="a binary event named 'connect'"):
+        _internals.decode_socketio_packet(socketio_, '51-["connect",{"_placeholder":true,"num":0}]')
 
 
 def test_payload_decodes_a_polling_body_into_typed_packets():

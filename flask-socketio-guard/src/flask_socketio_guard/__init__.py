@@ -144,7 +144,7 @@ class SocketIOGuard:
         _internals.set_engineio_limits(socketio, self.accepted_origin, self.config["MAX_EVENT_BYTES"])
         _internals.wrap_event_dispatch(socketio, self._guarded)
         _internals.wrap_enter_room(socketio, self._check_room_count)
-        _internals.wrap_engineio_messages(socketio, self.close_malformed)
+        _internals.wrap_engineio_messages(socketio, self.close_malformed, self._refuse_reserved)
         app.wsgi_app = self._edge(app.wsgi_app)
 
     # --8<-- [end:init_app]
@@ -170,12 +170,9 @@ class SocketIOGuard:
     # --8<-- [start:events]
     def _guarded(self, handler, event: str, namespace: str, sid: str, args: tuple):
         """The handler as python-socketio will call it, with the guards around it."""
+        # A client's own events named connect or disconnect never get here: see _refuse_reserved.
         if event == "connect":
-            if not _internals.is_real_connect(self.socketio, sid, namespace, args):
-                return lambda *_: refuse(event, FORGED[event])
             return self._connect(handler)
-        if event == "disconnect" and not _internals.is_real_disconnect(self.socketio, sid, namespace):
-            return lambda *_: refuse(event, FORGED[event])
 
         def guarded(*handler_args):
             if event != "disconnect" and not self._within_budget(sid, namespace):
@@ -244,6 +241,23 @@ class SocketIOGuard:
     # --8<-- [end:rooms]
 
     # -- packets and requests no client of ours sends -----------------------------------------
+
+    # --8<-- [start:reserved]
+    def _refuse_reserved(self, eio_sid: str, event: str, namespace: str, ack_id: int | None) -> None:
+        """A client's own event named `connect` or `disconnect`: refused before python-socketio sees it.
+
+        python-socketio would hand it to the app's connect or disconnect handler as if it were
+        the real one: the room would hear the client leave while it stays.
+        """
+        if _internals.sid_of(self.socketio, eio_sid, namespace) is None:
+            return  # not connected to that namespace: python-socketio would drop it too
+        reason = FORGED.get(event, f"a client cannot send {event!r}")
+        # What refuse() says from inside a handler: the error event, then the failed ack.
+        _internals.send_event(self.socketio, eio_sid, namespace, "error", {"event": event, "reason": reason})
+        if ack_id is not None:
+            _internals.send_ack(self.socketio, eio_sid, namespace, ack_id, {"ok": False, "reason": reason})
+
+    # --8<-- [end:reserved]
 
     # --8<-- [start:malformed]
     def close_malformed(self, eio_sid: str, error: Exception) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from engineio.packet import CLOSE, MESSAGE, PONG
 from engineio.payload import Payload
 from flask_socketio import SocketIO
-from socketio.packet import BINARY_EVENT, EVENT
+from socketio.packet import ACK, BINARY_EVENT, EVENT
 
 # What a client sends over long-polling: a Socket.IO packet, a pong, or a close. Any other
 # Engine.IO type makes python-engineio close the session, which then waits for a GET that a
@@ -21,6 +21,9 @@ from socketio.packet import BINARY_EVENT, EVENT
 CLIENT_PACKETS = (CLOSE, PONG, MESSAGE)
 
 Handler = Callable[..., Any]
+# Event names python-socketio keeps for itself: a client's own event named so would reach the
+# app's connect or disconnect handler as if it were the real one.
+RESERVED = frozenset(("connect", "connect_error", "disconnect", "__disconnect_final"))
 
 
 def wrap_event_dispatch(socketio: SocketIO, wrap: Callable[[Handler, str, str, str, tuple], Handler]) -> None:
@@ -36,21 +39,6 @@ def wrap_event_dispatch(socketio: SocketIO, wrap: Callable[[Handler, str, str, s
         return dispatch(wrap(handler, message, namespace, sid, args), message, namespace, sid, *args)
 
     socketio._handle_event = guarded_dispatch
-
-
-def is_real_connect(socketio: SocketIO, sid: str, namespace: str, args: tuple) -> bool:
-    """python-socketio hands the real connect the connection's own WSGI environ; a client's cannot.
-
-    A client may emit an event named "connect", and python-socketio passes it to the connect
-    handler with the client's payload where the environ would be. Whether the connection is
-    connected yet depends on `always_connect`, so that is no test.
-    """
-    return bool(args) and args[0] is socketio.server.get_environ(sid, namespace)
-
-
-def is_real_disconnect(socketio: SocketIO, sid: str, namespace: str) -> bool:
-    """The real disconnect runs after python-socketio's pre_disconnect: no longer connected."""
-    return not socketio.server.manager.is_connected(sid, namespace)
 
 
 def wrap_enter_room(socketio: SocketIO, check: Callable[[str, str, str], None]) -> None:
@@ -72,8 +60,8 @@ def set_engineio_limits(socketio: SocketIO, accepted_origin: Callable, max_bytes
     eio.max_http_buffer_size = max_bytes
 
 
-def check_socketio_packet(socketio: SocketIO, data: str) -> None:
-    """Raise for a text packet that would fail inside python-socketio, before it is handled.
+def decode_socketio_packet(socketio: SocketIO, data: str):
+    """Decode a text packet as python-socketio will, raising for one it would fail on later.
 
     Most failures (bad JSON, a packet type that does not exist) raise while decoding. An
     event named by a list (`42[["join"],{}]`) would raise later, in the thread that runs the
@@ -83,13 +71,32 @@ def check_socketio_packet(socketio: SocketIO, data: str) -> None:
     named = isinstance(packet.data, list) and packet.data and isinstance(packet.data[0], str)
     if packet.packet_type in (EVENT, BINARY_EVENT) and not named:
         raise ValueError("an event's name must be a string")
+    if packet.packet_type == BINARY_EVENT and packet.data[0] in RESERVED:
+        raise ValueError(f"a binary event named {packet.data[0]!r}")  # its attachments would follow
+    return packet
 
 
-def wrap_engineio_messages(socketio: SocketIO, on_malformed: Callable[[str, Exception], None]) -> None:
+def reserved_event(packet) -> str | None:
+    """The name of a client's EVENT packet that takes a reserved name, else None.
+
+    A real connect or disconnect is a CONNECT or DISCONNECT packet, never an EVENT: this tells
+    them apart whatever `always_connect` says and whether or not the app has such a handler.
+    """
+    if packet.packet_type == EVENT and packet.data[0] in RESERVED:
+        return packet.data[0]
+    return None
+
+
+def wrap_engineio_messages(
+    socketio: SocketIO,
+    on_malformed: Callable[[str, Exception], None],
+    on_reserved: Callable[[str, str, str, int | None], None],
+) -> None:
     """Check every Socket.IO packet, over either transport, before python-socketio handles it.
 
     python-engineio logs a full traceback for each packet its message handler cannot
-    decode, and keeps the connection open; here `on_malformed` is called instead.
+    decode, and keeps the connection open; here `on_malformed(eio_sid, error)` is called
+    instead. An event with a reserved name goes to `on_reserved(eio_sid, name, namespace, ack_id)`.
     """
     eio = socketio.server.eio
     handle = eio.handlers["message"]
@@ -97,12 +104,32 @@ def wrap_engineio_messages(socketio: SocketIO, on_malformed: Callable[[str, Exce
     def checked_message(eio_sid, data):
         try:
             if isinstance(data, str):  # bytes are the attachments of a binary event
-                check_socketio_packet(socketio, data)
+                packet = decode_socketio_packet(socketio, data)
+                if name := reserved_event(packet):
+                    return on_reserved(eio_sid, name, packet.namespace or "/", packet.id)
             handle(eio_sid, data)
         except Exception as error:
             on_malformed(eio_sid, error)
 
     eio.on("message", checked_message)
+
+
+def sid_of(socketio: SocketIO, eio_sid: str, namespace: str) -> str | None:
+    """The Socket.IO sid of a connection in `namespace`, None if it is not connected there."""
+    sid = socketio.server.manager.sid_from_eio_sid(eio_sid, namespace)
+    return sid if sid and socketio.server.manager.is_connected(sid, namespace) else None
+
+
+def send_event(socketio: SocketIO, eio_sid: str, namespace: str, event: str, data: Any) -> None:
+    """Send one connection an event from outside any handler (no request context for emit)."""
+    packet = socketio.server.packet_class(EVENT, namespace=namespace, data=[event, data])
+    socketio.server._send_packet(eio_sid, packet)
+
+
+def send_ack(socketio: SocketIO, eio_sid: str, namespace: str, ack_id: int, data: Any) -> None:
+    """Answer a client's event that asked for an ack, from outside any handler."""
+    packet = socketio.server.packet_class(ACK, namespace=namespace, id=ack_id, data=[data])
+    socketio.server._send_packet(eio_sid, packet)
 
 
 def polling_packet_types(body: bytes) -> list[str]:
