@@ -4,7 +4,7 @@ nox                      lint, docs and every test (what CI runs)
 nox -s cover             every test under coverage; writes docs/bench/coverage.json (slow)
 nox -s chapter01         one chapter's tests, with a summary of what they proved
 nox -s serve -- 01       serve a chapter beside every twin, with a control room on :5500
-nox -s bench -- 02       the load bench (slow; writes docs/bench/*.json and plots); -- knobs: the knobs table
+nox -s bench -- 02       the load bench (slow; writes docs/bench/*.json and plots); -- knobs, -- guard: tables
 nox -s fuzz              every app against bad input (FUZZ_SCALE=10 searches ten times longer)
 nox -s preflight         check this machine for the workshop, before anything is installed
 nox -s wheelhouse        the offline kit, in wheelhouse/: then WHEELHOUSE=<kit> nox installs with no network

@@ -1,7 +1,8 @@
 """`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`,
 `python -m bench 05 [--quick] [--tasks N] [--burst M]`, `python -m bench suite [--sessions a,b]`
 (how long each chapter's tests take), `python -m bench knobs [--quick]` (what each setting does
-to chapter 02's gevent app); `python -m bench NN --report-only` draws the plots and
+to chapter 02's gevent app), `python -m bench guard [--quick]` (chapter 02's CPU per inbound event,
+its guard on and off); `python -m bench NN --report-only` draws the plots and
 writes the summary again, its runs on each machine included, from the stored JSON."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import async_modes, celery_tasks, common, knobs, nginx_lb, redis_scaling, report, suite
+from bench import async_modes, celery_tasks, common, guard_cost, knobs, nginx_lb, redis_scaling, report, suite
 
 # Each module's record name, plots, summary and headline figures, for --report-only.
 REPORTS = {
@@ -19,6 +20,7 @@ REPORTS = {
     "05": celery_tasks,
     "suite": suite,
     "knobs": knobs,
+    "guard": guard_cost,
 }
 
 
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         "chapter",
         choices=list(REPORTS),
         help="which chapter's scenarios to run; suite: how long each chapter's tests take; "
-        "knobs: each setting against chapter 02's gevent baseline",
+        "knobs: each setting against chapter 02's gevent baseline; "
+        "guard: chapter 02's CPU per inbound event, its guard on and off",
     )
     parser.add_argument(
         "--quick", action="store_true", help="small counts, under a minute: a smoke check, written to .lab/"
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         record = async_modes.run(args.quick, args.max_clients, modes, args.out)
     elif args.chapter == "knobs":
         record = knobs.run(args.quick, args.max_clients, args.out)
+    elif args.chapter == "guard":
+        record = guard_cost.run(args.quick, args.out)
     elif args.chapter == "03":
         record = redis_scaling.run(args.quick, args.max_clients, args.out)
     elif args.chapter == "04":

@@ -9,10 +9,13 @@ with none set it serves exactly what run_gevent.py serves:
                                       instead of Flask's json behind an app context per call
     KNOB_SERIALIZER=msgpack           SocketIO(serializer="msgpack"): binary packets, not JSON text
     KNOB_PING_INTERVAL=5              SocketIO(ping_interval=5): a heartbeat every 5 s, not 25 s
+    KNOB_GUARD=off                    the chapter's SocketIOGuard(app, socketio) installs nothing:
+                                      the app unguarded, for the guard's cost (bench/guard_cost.py)
     KNOB_PACKAGES=<folder>            where the knobs' packages are (requirements/knobs.txt)
 
 The chapter's own create_app builds the app: SocketIO is swapped, before the chapter is imported,
-for a subclass that adds the knob's options to the ones the chapter passes.
+for a subclass that adds the knob's options to the ones the chapter passes; with KNOB_GUARD=off,
+the guard's init_app is replaced by one that does nothing, so the chapter's one guard line is a no-op.
 """
 
 from gevent import monkey
@@ -28,6 +31,7 @@ WEBSOCKET = os.environ.get("KNOB_WEBSOCKET", "simple-websocket")
 JSON = os.environ.get("KNOB_JSON", "flask")
 SERIALIZER = os.environ.get("KNOB_SERIALIZER", "default")
 PING_INTERVAL = os.environ.get("KNOB_PING_INTERVAL")
+GUARD = os.environ.get("KNOB_GUARD", "on")
 
 if os.environ.get("KNOB_PACKAGES"):
     # Appended: the tests' pinned packages, earlier on the path, win over anything found here.
@@ -39,6 +43,7 @@ if WEBSOCKET != "gevent-websocket":
 sys.path.insert(0, str(CHAPTER))
 
 import flask_socketio  # noqa: E402
+import flask_socketio_guard  # noqa: E402
 
 
 def orjson_module():
@@ -79,6 +84,8 @@ class KnobbedSocketIO(flask_socketio.SocketIO):
 
 
 flask_socketio.SocketIO = KnobbedSocketIO
+if GUARD == "off":
+    flask_socketio_guard.SocketIOGuard.init_app = lambda self, app, socketio: None
 
 from app import create_app, serve  # noqa: E402
 
@@ -94,6 +101,7 @@ if __name__ == "__main__":
             "json": getattr(socketio.server.packet_class.json, "__name__", "?"),
             "serializer": socketio.server.packet_class.__name__,
             "ping_interval": eio.ping_interval,
+            "guard": "on" if "socketio_guard" in app.extensions else "off",
         }
 
     serve(app, socketio)

@@ -21,6 +21,7 @@ BASELINE = {
     "json": "engineio.json",
     "serializer": "Packet",
     "ping_interval": 25,
+    "guard": "on",
 }
 # What each row's server must report at /knobs: the baseline with one thing changed.
 IN_FORCE = {
