@@ -86,7 +86,6 @@ def create_app(async_mode):
     socketio.init_app(app, async_mode=async_mode)
     app.register_blueprint(pages)
     # --8<-- [end:socketio]
-    # --8<-- [start:guard]
     # What every chapter needs and none teaches: a client that is not this page gets a reason or
     # loses its own connection, never anyone else's (docs/hardening.md, flask-socketio-guard/).
     app.config.update(
@@ -96,11 +95,9 @@ def create_app(async_mode):
         SOCKETIO_GUARD_ALLOWED_ORIGINS=[o for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o],
     )
     SocketIOGuard(app, socketio)
-    # --8<-- [end:guard]
     return app, socketio
 
 
-# --8<-- [start:routes]
 pages = Blueprint("pages", __name__)
 
 
@@ -123,9 +120,6 @@ def healthz():
     return jsonify(
         status="ok", instance=INSTANCE_NAME, async_mode=mode, server=server, max_clients=MAX_CLIENTS
     )
-
-
-# --8<-- [end:routes]
 
 
 # --8<-- [start:serve]
@@ -253,7 +247,6 @@ def require_seconds(data):
 # --8<-- [end:handlers]
 
 
-# --8<-- [start:chat]
 # The chapter 01 chat, as it is there. Rooms a client names live under this prefix, apart from
 # the rooms the server keeps for itself: each connection's own room, named after its sid.
 ROOM_PREFIX = "room:"
@@ -320,9 +313,6 @@ def on_disconnect(reason=None):
         name = room.removeprefix(ROOM_PREFIX)
         text = f"{session.get('name', 'someone')} left {name}"
         emit("system", {"room": name, "text": text}, to=room, include_self=False)
-
-
-# --8<-- [end:chat]
 
 
 if __name__ == "__main__":
