@@ -19,17 +19,25 @@ _GONE = (websocket.WebSocketException, ConnectionError, OSError)
 _closer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="raw-websocket-close")
 
 
-class RawWebSocket:
-    """One Engine.IO session over a WebSocket, connected to the default namespace, driven by hand."""
+def _connect_packet(auth: Any = None) -> str:
+    """Socket.IO's CONNECT to the default namespace: `40`, then the `auth` payload as JSON, if any."""
+    return "40" if auth is None else "40" + json.dumps(auth)
 
-    def __init__(self, url: str):
+
+class RawWebSocket:
+    """One Engine.IO session over a WebSocket, connected to the default namespace, driven by hand.
+
+    `auth`, if given, goes in the Socket.IO CONNECT packet, as a page sends it with `io(url, {auth: ...})`.
+    """
+
+    def __init__(self, url: str, auth: Any = None):
         self.ws = websocket.create_connection(
             url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket", timeout=RAW_TIMEOUT
         )
         self.dropped = False  # the server has sent its close frame, or the connection is gone
         opened = self.ws.recv()  # 0{"sid": ..., "pingInterval": ...}
         self.eio_sid: str = json.loads(opened[1:])["sid"]
-        self.ws.send("40")
+        self.ws.send(_connect_packet(auth))
         assert self.receive_until(lambda frame: frame.startswith("40")), "no Socket.IO connect"
 
     def __enter__(self) -> RawWebSocket:
@@ -113,16 +121,16 @@ class PollingSession:
     Each request goes on a TCP connection of its own, as lab.clients.polling_session's do.
     Kept alive, each answer from gevent's pywsgi would wait ~40 ms for the client's delayed
     ACK (it writes headers and body apart); and a pooled connection the server has just
-    closed fails the next POST with RemoteDisconnected.
+    closed fails the next POST with RemoteDisconnected. `auth` as for RawWebSocket.
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, auth: Any = None):
         self.base = f"{url}/socket.io/?EIO=4&transport=polling"
         opened = self._request("GET", self.base)
         opened.raise_for_status()
         self.eio_sid: str = json.loads(opened.text[1:])["sid"]
         self.url = f"{self.base}&sid={self.eio_sid}"
-        assert self.post(b"40").status_code == 200
+        assert self.post(_connect_packet(auth).encode()).status_code == 200
         assert self.get_until(lambda packet: packet.startswith("40")), "no Socket.IO connect"
 
     @staticmethod

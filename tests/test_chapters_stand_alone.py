@@ -50,10 +50,12 @@ def test_a_chapter_reaches_no_other_folder():
 
 
 def test_each_pages_cdn_fallback_is_the_client_npm_pins():
-    """A page with no local client falls back to the CDN copy of the version package-lock.json pins."""
+    """A chapter's or recipe's page with no local client falls back to the CDN copy package-lock.json pins."""
     lock = json.loads((REPO_ROOT / "package-lock.json").read_text())
     pinned = lock["packages"]["node_modules/socket.io-client"]["version"]
-    pages = sorted(REPO_ROOT.glob("chapters/**/templates/*.html"))
+    pages = sorted(
+        p for folder in ("chapters", "recipes") for p in REPO_ROOT.glob(f"{folder}/**/templates/*.html")
+    )
     versions = {
         str(p.relative_to(REPO_ROOT)): re.findall(r"cdn\.socket\.io/([\d.]+)/", p.read_text()) for p in pages
     }

@@ -6,321 +6,31 @@ one kind and checks three things: the sender gets a reason (an `error` event and
 failed ack), a bystander goes on working as before, and the log holds one line per refused
 event, never a traceback.
 
-The apps let clients in two ways. The chats (chapters 01-04) let anyone join a room by name:
-the bystander is in room `lobby`, and its own lines there come back to it. Chapter 05 and
-the recipe let in a user with a token from `POST /login`, into that user's own room: the
-bystander logs in, and what is sent to its room reaches it. `APPS` says which app is which.
+The apps, and how a client and a bystander get into each, are in tests/hostile_apps.py.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-import redis
 import requests
 import socketio
-import websocket
 
 from lab.apps import healthz, start_app
-from lab.clients import TRANSPORTS, RecordingClient, emit_through_queue
+from lab.clients import TRANSPORTS, RecordingClient
 from lab.processes import REPO_ROOT, Service, wait_until
-from lab.raw import RAW_TIMEOUT, PollingSession, RawWebSocket
 from lab.redis_server import start_redis
+from tests.hostile_apps import APPS, ROOM, App, Door
 
 MAX_EVENT_BYTES = 16 * 1024
-ROOM = "lobby"
 FORGED_CONNECT = "a client cannot send 'connect'; it is connected already"
 FORGED_DISCONNECT = "a client cannot send 'disconnect'; close the connection instead"
 
 
-# -- how a client gets in, and how a bystander shows it still works -------------------------------
-
-
-class Door:
-    """How clients get into one running app; a subclass for each way in."""
-
-    # An event whose handler changes something, and a payload it accepts.
-    probe: tuple[str, Any]
-    # An event any client may send as often as it likes, a payload, and its ack.
-    cheap: tuple[str, Any, dict]
-    # A bad `auth` for the connect, and the reason the client reads.
-    bad_auth: tuple[Any, str]
-    # Whether clients name the rooms they join (the chat), or each is in its user's room.
-    names_rooms: bool
-
-    def __init__(self, url: str, redis_url: str | None):
-        self.url = url
-        self.redis_url = redis_url
-
-    def auth(self, name: str) -> Any:
-        """What a page of `name` sends with its connect."""
-        return None
-
-    def joining(self, name: str) -> tuple[str, dict] | None:
-        """The event that puts a connected client in its room, if the connect does not."""
-        return None
-
-    def connect(self, client: RecordingClient, name: str, transport: str = "websocket") -> RecordingClient:
-        return client.connect(self.url, transport, auth=self.auth(name))
-
-    def join(self, client: RecordingClient, name: str) -> RecordingClient:
-        if joining := self.joining(name):
-            assert client.call(*joining)["ok"]
-        return client
-
-    def enter(self, client: RecordingClient, name: str, transport: str = "websocket") -> RecordingClient:
-        return self.join(self.connect(client, name, transport), name)
-
-    def say(self, client: RecordingClient, name: str, text: str) -> None:
-        """Send `text` to `name`'s room, as `name`."""
-        raise NotImplementedError
-
-    def lines(self, client: RecordingClient, name: str) -> list[str]:
-        """What `client` heard `name` say, in order."""
-        raise NotImplementedError
-
-    def raw_websocket(self, name: str) -> RawWebSocket:
-        return RawWebSocket(self.url)
-
-    def polling_session(self, name: str) -> PollingSession:
-        return PollingSession(self.url)
-
-    def join_raw(self, raw: RawWebSocket | PollingSession, name: str) -> None:
-        """Put a raw session in its room; the bystander hears it come in, where it can."""
-
-    def left_at_once(self, bystander: RecordingClient, name: str, eio_sid: str, transport: str) -> None:
-        """`name`'s connection, closed by the server, is out of its rooms now, not a ping timeout later."""
-        raise NotImplementedError
-
-    def ran_nothing(self, bystander: RecordingClient, hostile: RecordingClient) -> None:
-        """The probe's handler never ran."""
-        raise NotImplementedError
-
-
-class ChatDoor(Door):
-    """Chapters 01-04: a client joins room `lobby` by name; what it says there comes back to it."""
-
-    probe = ("join", {"room": ROOM, "name": "x"})
-    cheap = ("message", {"room": ROOM, "text": "flood"}, {"ok": True})
-    bad_auth = ({"name": "x", "rooms": ROOM}, "auth: 'rooms' must be a list of at most 10 rooms")
-    names_rooms = True
-
-    def joining(self, name: str) -> tuple[str, dict]:
-        return ("join", {"room": ROOM, "name": name})
-
-    def say(self, client: RecordingClient, name: str, text: str) -> None:
-        assert client.call("message", {"room": ROOM, "text": text}) == {"ok": True}
-
-    def lines(self, client: RecordingClient, name: str) -> list[str]:
-        return [d["text"] for d in client.received("message") if d.get("name") == name]
-
-    def join_raw(self, raw: RawWebSocket | PollingSession, name: str) -> None:
-        raw.join(ROOM, name)
-
-    def left_at_once(self, bystander: RecordingClient, name: str, eio_sid: str, transport: str) -> None:
-        # The room hears it leave: at once, not after the ping timeout (about 45 s).
-        bystander.wait_for_event("system", lambda d: d.get("text") == f"{name} left {ROOM}", timeout=3)
-
-    def ran_nothing(self, bystander: RecordingClient, hostile: RecordingClient) -> None:
-        # Nobody joined: the bystander heard no one come in.
-        assert [d["text"] for d in bystander.received("system")] == [f"bystander joined {ROOM}"]
-
-
-class UserDoor(Door):
-    """A client logs in with `POST /login` and connects with its token in `auth`; the connect
-    puts it in its user's room, its only room. Nobody hears a user's connection leave."""
-
-    bad_auth = ({"token": "forged"}, "invalid token")
-    names_rooms = False
-
-    def __init__(self, url: str, redis_url: str | None):
-        super().__init__(url, redis_url)
-        self.tokens: dict[str, str] = {}
-
-    def auth(self, name: str) -> dict:
-        if name not in self.tokens:
-            response = requests.post(f"{self.url}/login", json={"name": name}, timeout=5)
-            response.raise_for_status()
-            self.tokens[name] = response.json()["token"]
-        return {"token": self.tokens[name]}
-
-    def raw_websocket(self, name: str) -> RawWebSocket:
-        return RawWebSocketWithAuth(self.url, self.auth(name))
-
-    def polling_session(self, name: str) -> PollingSession:
-        return PollingSessionWithAuth(self.url, self.auth(name))
-
-    def left_at_once(self, bystander: RecordingClient, name: str, eio_sid: str, transport: str) -> None:
-        """A WebSocket's Engine.IO session is gone at once, and its Socket.IO session and rooms with it.
-
-        Over long-polling the guard ends the Socket.IO session and leaves the Engine.IO one to
-        time out: the DISCONNECT a raw session's next GET brings shows it (the callers check it).
-        """
-        if transport == "websocket":
-            wait_until(lambda: engineio_session_gone(self.url, eio_sid), timeout=3, what=f"{name} to leave")
-
-
-class RecipeDoor(UserDoor):
-    """recipes/auth_on_connect: `notify_me` sends a `notice` to every tab of its user."""
-
-    probe = ("notify_me", {"text": "x"})
-    cheap = ("notify_me", {"text": "flood"}, {"ok": True})
-
-    def say(self, client: RecordingClient, name: str, text: str) -> None:
-        assert client.call("notify_me", {"text": text}) == {"ok": True}
-
-    def lines(self, client: RecordingClient, name: str) -> list[str]:
-        return [d["text"] for d in client.received("notice") if d.get("user") == name]
-
-    def ran_nothing(self, bystander: RecordingClient, hostile: RecordingClient) -> None:
-        assert hostile.received("notice") == []  # a notice would have come before the ack
-
-
-class TaskboardDoor(UserDoor):
-    """Chapter 05's web instance, with no Celery worker: the guard is in the web instance.
-
-    A worker reaches a page by publishing on the Socket.IO queue to its user's room: here
-    the test publishes, as a worker would (lab.clients.emit_through_queue). Chapter 05's own
-    tests run the workers.
-    """
-
-    probe = ("start", {"steps": 1})
-    cheap = ("ping", None, {"ok": True, "instance": "app-1"})
-
-    def say(self, client: RecordingClient, name: str, text: str) -> None:
-        assert client.call("ping") == {"ok": True, "instance": "app-1"}
-        emit_through_queue(self.redis_url, "probe", {"name": name, "text": text}, to=f"user:{name}")
-
-    def lines(self, client: RecordingClient, name: str) -> list[str]:
-        return [d["text"] for d in client.received("probe") if d.get("name") == name]
-
-    def ran_nothing(self, bystander: RecordingClient, hostile: RecordingClient) -> None:
-        # No task was queued: Celery's queue, a Redis list, is empty.
-        assert redis.Redis.from_url(self.redis_url).llen("celery") == 0
-
-
-def still_works(door: Door, client: RecordingClient, name: str, marker: str) -> None:
-    """`name`'s own line comes back to it: its room and its connection work as before."""
-    door.say(client, name, marker)
-    client.wait_for(f"{marker!r} back", lambda c: marker in door.lines(c, name))
-
-
-def engineio_session_gone(url: str, eio_sid: str) -> bool:
-    """python-engineio answers a request on a session it no longer has `Invalid session <sid>`.
-
-    Only for a WebSocket session: a GET on a live long-polling one would wait for packets.
-    """
-    answer = requests.get(f"{url}/socket.io/?EIO=4&transport=polling&sid={eio_sid}", timeout=RAW_TIMEOUT)
-    return answer.status_code == 400 and "Invalid session" in answer.text
-
-
-class RawWebSocketWithAuth(RawWebSocket):
-    """lab.raw's RawWebSocket, whose Socket.IO connect carries `auth` (a token)."""
-
-    def __init__(self, url: str, auth: dict):
-        self.ws = websocket.create_connection(
-            url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket", timeout=RAW_TIMEOUT
-        )
-        self.dropped = False
-        self.eio_sid = json.loads(self.ws.recv()[1:])["sid"]
-        self.ws.send("40" + json.dumps(auth))
-        assert self.receive_until(lambda frame: frame.startswith("40")), "no Socket.IO connect"
-
-
-class PollingSessionWithAuth(PollingSession):
-    """lab.raw's PollingSession, whose Socket.IO connect carries `auth` (a token)."""
-
-    def __init__(self, url: str, auth: dict):
-        self.base = f"{url}/socket.io/?EIO=4&transport=polling"
-        opened = self._request("GET", self.base)
-        opened.raise_for_status()
-        self.eio_sid = json.loads(opened.text[1:])["sid"]
-        self.url = f"{self.base}&sid={self.eio_sid}"
-        assert self.post(("40" + json.dumps(auth)).encode()).status_code == 200
-        assert self.get_until(lambda packet: packet.startswith("40")), "no Socket.IO connect"
-
-
-# -- the apps --------------------------------------------------------------------------------------
-
-CHAT_EVENTS = ("join", "leave", "message")
-NO_NAMED_ROOMS = "no client names a room: a connection is in its user's room, from its token, and only there"
-
-
-@dataclass(frozen=True)
-class App:
-    """One app under test, and what the suites need to know of it."""
-
-    script: str
-    door: type[Door]
-    events: tuple[str, ...]  # every event it answers; the fuzz suite sends each
-    redis: bool = False  # it needs a redis-server (REDIS_URL)
-    handles_disconnect: bool = True  # it has a disconnect handler, which a client could try to run
-    counts_online_in_redis: bool = False  # /healthz counts the users online, for the whole cluster
-    notify_token: bool = False  # it has POST /notify, whose NOTIFY_TOKEN production requires too
-    no_named_rooms: str = ""  # why the tests of the rooms a client names do not apply
-
-
-CHAT_02 = ("broadcast", "ping", "slow_io", "cpu_work")
-# Each app, chapter 03's twins too (they carry the same guards). None needs a Celery worker.
-APPS = {
-    "01": App("chapters/01_basic_chat/app.py", ChatDoor, CHAT_EVENTS),
-    "02-threading": App("chapters/02_async_modes/run_threading.py", ChatDoor, CHAT_EVENTS + CHAT_02),
-    "02-gevent": App("chapters/02_async_modes/run_gevent.py", ChatDoor, CHAT_EVENTS + CHAT_02),
-    "02-eventlet": App("chapters/02_async_modes/run_eventlet.py", ChatDoor, CHAT_EVENTS + CHAT_02),
-    "03": App(
-        "chapters/03_redis_scaling/app.py",
-        ChatDoor,
-        (*CHAT_EVENTS, "broadcast", "ping"),
-        redis=True,
-        counts_online_in_redis=True,
-        notify_token=True,
-    ),
-    "03-no-queue": App(
-        "antipatterns/03_no_message_queue.py",
-        ChatDoor,
-        (*CHAT_EVENTS, "broadcast", "ping"),
-        redis=True,
-        counts_online_in_redis=True,
-        notify_token=True,
-    ),
-    # It counts the users online in each process's memory, not in Redis.
-    "03-counter-in-memory": App(
-        "antipatterns/03_counter_in_process_memory.py",
-        ChatDoor,
-        (*CHAT_EVENTS, "broadcast", "ping"),
-        redis=True,
-        notify_token=True,
-    ),
-    "04": App(
-        "chapters/04_nginx_lb/app.py",
-        ChatDoor,
-        (*CHAT_EVENTS, "broadcast", "ping"),
-        redis=True,
-        counts_online_in_redis=True,
-    ),
-    # The web instance alone: Redis is its queue and its task store; no worker runs a task.
-    "05": App(
-        "chapters/05_celery/app.py",
-        TaskboardDoor,
-        ("start", "cancel", "ping"),
-        redis=True,
-        handles_disconnect=False,
-        no_named_rooms=NO_NAMED_ROOMS,
-    ),
-    "recipe": App(
-        "recipes/auth_on_connect/app.py",
-        RecipeDoor,
-        ("whoami", "notify_me"),
-        handles_disconnect=False,
-        no_named_rooms=NO_NAMED_ROOMS,
-    ),
-}
-
+# -- each app, one running at a time ---------------------------------------------------------------
 
 every_app = pytest.mark.parametrize("app", [pytest.param(a, id=i) for i, a in APPS.items()])
 # The tests of rooms a client names, joins and leaves: the other apps are skipped, with the reason.
@@ -382,7 +92,7 @@ def test_an_event_with_extra_arguments_gets_a_reason_not_a_traceback(scene, app)
     assert s.hostile.call(event, (payload, {"extra": True})) == {"ok": False, "reason": reason}
     s.hostile.wait_for_event("error", lambda d: d == {"event": event, "reason": reason})
     one_line_per_refusal(s.server, event, 1)
-    still_works(s.door, s.bystander, "bystander", "after the extra argument")
+    s.door.still_works(s.bystander, "bystander", "after the extra argument")
     s.door.ran_nothing(s.bystander, s.hostile)
 
 
@@ -402,7 +112,7 @@ def test_a_client_reaches_only_the_rooms_it_named_never_a_sid(scene, app):
     assert hostile.call("join", {"room": other, "name": "hostile"})["ok"]
     assert hostile.call("message", {"room": other, "text": "psst"}) == {"ok": True}
 
-    still_works(s.door, bystander, "bystander", "after the sid rooms")  # the barrier: all before it came
+    s.door.still_works(bystander, "bystander", "after the sid rooms")  # the barrier: all before it came
     assert "psst" not in {d["text"] for d in bystander.received("message")}
     assert [d["text"] for d in bystander.received("system")] == ["bystander joined lobby"]
     assert "Traceback" not in s.server.log_text()
@@ -425,8 +135,8 @@ def test_events_named_connect_or_disconnect_from_a_client_change_nothing(scene, 
         assert healthz(s.server.url)["online"] == 2
 
     # The hostile client is still itself, in its room; nobody heard it leave.
-    still_works(s.door, s.hostile, "hostile", "still here")
-    still_works(s.door, s.bystander, "bystander", "after the forged events")
+    s.door.still_works(s.hostile, "hostile", "still here")
+    s.door.still_works(s.bystander, "bystander", "after the forged events")
     if s.door.names_rooms:  # both are in lobby
         assert "still here" in s.door.lines(s.bystander, "hostile")
         assert not [d for d in s.bystander.received("system") if "left" in d["text"]]
@@ -452,7 +162,7 @@ def test_a_flood_of_events_is_refused_beyond_the_rate_limit(scene, app):
     assert 5 <= accepted <= 10 + 5 * elapsed, (accepted, elapsed)
     s.hostile.wait_for_event("error", lambda d: d == {"event": event, "reason": refused["reason"]})
 
-    still_works(s.door, s.bystander, "bystander", "during the flood")  # the bystander's budget is its own
+    s.door.still_works(s.bystander, "bystander", "during the flood")  # the bystander's budget is its own
     # The hostile client's own budget refills, at 5 a second.
     accepted_again = lambda: s.hostile.call(event, payload) == accepted_ack  # noqa: E731
     wait_until(accepted_again, timeout=5, what="the budget to refill", interval=0.1)
@@ -471,7 +181,7 @@ def test_a_connection_can_be_in_at_most_ten_rooms(scene, app):
     assert hostile.call("join", {"room": "room-3", "name": "hostile"})["ok"]  # one it is in already
     assert hostile.call("leave", {"room": "room-0"})["ok"]
     assert hostile.call("join", {"room": "room-10", "name": "hostile"})["ok"]
-    still_works(s.door, s.bystander, "bystander", "after the rooms")
+    s.door.still_works(s.bystander, "bystander", "after the rooms")
 
 
 @every_app
@@ -486,7 +196,7 @@ def test_an_event_over_the_size_limit_closes_its_connection_only(scene, clients,
     big.emit(event, {**(payload or {}), "text": "x" * MAX_EVENT_BYTES})
     big.wait_for("its connection to close", lambda c: bool(c.received("disconnect")))
     s.door.left_at_once(s.bystander, "big", eio_sid, transport)
-    still_works(s.door, s.bystander, "bystander", "after the big one")
+    s.door.still_works(s.bystander, "bystander", "after the big one")
     assert "Traceback" not in s.server.log_text()
     if transport == "polling":  # a POST: the guard's own check, one line
         [line] = malformed_lines(s.server)
@@ -514,7 +224,7 @@ def test_protocol_garbage_costs_one_log_line_and_the_connection(scene, app, firs
         ws.wait_dropped()
     # At once, not after the ping timeout (about 45 s): no ghost in its rooms.
     s.door.left_at_once(s.bystander, "garbage", ws.eio_sid, "websocket")
-    still_works(s.door, s.bystander, "bystander", "after the garbage")
+    s.door.still_works(s.bystander, "bystander", "after the garbage")
     assert "Traceback" not in s.server.log_text()
     assert len(malformed_lines(s.server)) == 1, malformed_lines(s.server)
 
@@ -528,7 +238,7 @@ def test_garbage_in_a_polling_post_gets_a_400_and_closes_the_session(scene, app)
         answer = session.post(b"zz")
         assert (answer.status_code, answer.text) == (400, "malformed or oversized packet: connection closed")
     assert "41" in session.get().text.split("\x1e")  # Socket.IO's disconnect
-    still_works(s.door, s.bystander, "bystander", "after the bad posts")
+    s.door.still_works(s.bystander, "bystander", "after the bad posts")
     assert "Traceback" not in s.server.log_text()
     assert len(malformed_lines(s.server)) == 1, malformed_lines(s.server)
 
@@ -584,7 +294,7 @@ def test_a_reconnecting_client_is_in_its_rooms_before_its_first_event(scene, cli
     else:
         s.door.connect(back, "back")
     # No join: its first event goes to its room, like one a page buffered while offline.
-    still_works(s.door, back, "back", "typed while offline")
+    s.door.still_works(back, "back", "typed while offline")
     if s.door.names_rooms:
         s.bystander.wait_for_event("system", lambda d: d["text"] == "back is back in lobby")
         s.bystander.wait_for_event("message", lambda d: d["text"] == "typed while offline")

@@ -1,8 +1,8 @@
 """One app process per app for the whole fuzz module, a bystander beside it, and Hypothesis's settings.
 
 Starting an app takes 2-5 s, and the fuzz tests send it thousands of inputs: each app
-is started once per module (a module-scoped fixture, parametrized over every app that
-tests/test_hardening.py checks) and stopped, with everything it started, when pytest
+is started once per module (a module-scoped fixture, parametrized over every app in
+tests/hostile_apps.py) and stopped, with everything it started, when pytest
 moves on to the next app. A failing test's report shows the app's log, as the
 function-scoped `bench` fixture's tests do.
 """
@@ -20,7 +20,7 @@ from lab.clients import RecordingClient
 from lab.processes import Service
 from lab.redis_server import start_redis
 from tests.fuzz.wire import AppLog, HostileClient
-from tests.test_hardening import APPS, Door
+from tests.hostile_apps import APPS, Door
 
 # High enough that no fuzzed event is refused for its rate: the validators are under test.
 EVENTS_PER_SECOND = "100000"
