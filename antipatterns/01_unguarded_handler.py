@@ -86,8 +86,6 @@ def healthz():
     return jsonify(status="ok", instance=INSTANCE_NAME, async_mode=ASYNC_MODE)
 
 
-
-
 # Rooms a client names live under this prefix, apart from the rooms the server keeps for
 # itself: each connection's own room, named after its sid. A client that names a sid as
 # its room finds nothing there to leave or write to.
@@ -100,8 +98,6 @@ def chat_room(name):
 
 def chat_rooms():
     return [room for room in rooms() if room.startswith(ROOM_PREFIX)]
-
-
 
 
 @socketio.on("join")
@@ -136,8 +132,6 @@ def on_message(data=None):
     return {"ok": True}
 
 
-
-
 @socketio.on("connect")
 def on_connect(auth=None):
     """A page that reconnects names itself and its rooms in `auth`; it is back in them at once.
@@ -166,8 +160,6 @@ def on_disconnect(reason=None):
         name = room.removeprefix(ROOM_PREFIX)
         text = f"{session.get('name', 'someone')} left {name}"
         emit("system", {"room": name, "text": text}, to=room, include_self=False)
-
-
 
 
 if __name__ == "__main__":
