@@ -240,17 +240,27 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+def describe_process(proc: psutil.Process) -> str:
+    """A leftover's pid, what it runs and in which test's logs, for the report."""
+    try:
+        return f"{proc.pid}: {' '.join(proc.cmdline())[:300]} (cwd {proc.cwd()})"
+    except psutil.Error as error:
+        return f"{proc.pid}: ({type(error).__name__})"
+
+
 def pytest_sessionfinish(session):
     """The run ends with no process that a bench started still alive, and no client of ours
     still trying to reconnect to a server that has gone (a thread each, retrying forever)."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     leftovers = leftover_processes()
     if leftovers:
+        described = [describe_process(proc) for proc in leftovers]
         for proc in leftovers:
             proc.kill()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        pids = [proc.pid for proc in leftovers]
-        reporter.write_line(f"\nFAILED: processes outlived the test run: {pids}", red=True)
+        reporter.write_line("\nFAILED: processes outlived the test run:", red=True)
+        for line in described:
+            reporter.write_line(f"  {line}", red=True)
     reconnecting = _reconnecting_clients(grace=5)
     if reconnecting:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
