@@ -19,8 +19,11 @@ import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Every process any bench started in this interpreter, so a test run can prove none outlived it.
-STARTED_PIDS: set[int] = set()
+# Every process a bench started, as psutil knows it: its pid and its start time. The pid alone
+# would not do: Linux hands a pid out again once it wraps (pid_max is 32,768 here, and a full
+# run starts more processes than that), and the check at the end would report, and kill, a
+# stranger that happens to hold an old child's pid.
+STARTED: list[psutil.Process] = []
 
 
 class ServiceFailed(RuntimeError):
@@ -176,7 +179,7 @@ class LabBench:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        STARTED_PIDS.add(process.pid)
+        _remember(process.pid)
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -231,7 +234,7 @@ class LabBench:
                 start_new_session=True,  # its own process group: one signal reaches the whole tree
                 preexec_fn=_die_with_parent,
             )
-        STARTED_PIDS.add(process.pid)
+        _remember(process.pid)
         service = Service(name, port, launch.url, log_path, process, launch)
         self.services.append(service)
         return service
@@ -285,14 +288,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def _remember(pid: int) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):  # gone already: nothing to outlive the run
+        STARTED.append(psutil.Process(pid))
+
+
 def leftover_processes() -> list[psutil.Process]:
-    """Processes started by any bench in this interpreter that are still alive."""
+    """Processes started by any bench in this interpreter that are still alive.
+
+    psutil's is_running() compares the start time too, so a pid taken over by another
+    process since does not count.
+    """
     alive = []
-    for pid in STARTED_PIDS:
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() != psutil.STATUS_ZOMBIE:
+    for proc in STARTED:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                 alive.append(proc)
-        except psutil.NoSuchProcess:
-            pass
     return alive

