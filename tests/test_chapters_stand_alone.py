@@ -15,7 +15,7 @@ import pytest
 
 from lab import chapter_requirements
 from lab.apps import healthz, start_app
-from lab.deps import MissingDependency
+from lab.deps import require_binary
 from lab.processes import REPO_ROOT
 
 HARNESS = {"lab", "bench", "tests", "sitegen", "noxfile"}
@@ -133,9 +133,7 @@ def test_a_chapter_folder_copied_out_installs_from_its_requirements_and_runs(tmp
 
     --no-deps: a transitive pin missing from the file would fail the app's imports.
     """
-    uv = shutil.which("uv")
-    if uv is None:
-        raise MissingDependency("uv is not on PATH. Install it with: python3 -m pip install uv==0.13.8")
+    uv = require_binary("uv")
     folder = tmp_path / "01_basic_chat"
     shutil.copytree(REPO_ROOT / "chapters" / "01_basic_chat", folder)
     venv = tmp_path / "venv"
