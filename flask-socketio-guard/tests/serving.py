@@ -16,7 +16,7 @@ import pytest
 import requests
 import socketio
 import websocket
-from flask import Flask, session
+from flask import Flask, request, session
 from flask_socketio import SocketIO, emit, join_room, leave_room
 from flask_socketio_guard import Refused, SocketIOGuard, require
 from werkzeug.serving import make_server
@@ -34,7 +34,10 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = DEADLIN
 
 
 def make_app(**options: Any) -> tuple[Flask, SocketIO]:
-    """A small chat with every kind of handler the guard wraps; `options` go to SocketIO(...)."""
+    """A small chat with every kind of handler the guard wraps, and a second namespace.
+
+    `options` go to SocketIO(...).
+    """
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test", SOCKETIO_GUARD_EVENTS_PER_SECOND=5, SOCKETIO_GUARD_MAX_ROOMS=3)
     # A ping a second: python-engineio's polling client can lose its CLOSE (see Client.disconnect),
@@ -81,7 +84,15 @@ def make_app(**options: Any) -> tuple[Flask, SocketIO]:
 
     @socketio.on("disconnect")
     def on_disconnect(reason=None):
-        app.disconnects.append(reason)
+        app.disconnects.append((request.namespace, reason))
+
+    # A second namespace: the guard's promises are per connection, whatever namespaces it joined.
+    @socketio.on("echo", namespace="/extra")
+    def on_extra_echo(data=None):
+        return {"ok": True}
+
+    socketio.on("join", namespace="/extra")(on_join)
+    socketio.on("disconnect", namespace="/extra")(on_disconnect)
 
     return app, socketio
 
@@ -113,8 +124,9 @@ class Client:
         self.sio.on("*", lambda event, data=None: self.events.append((event, data)))
         self.sio.connect(url, transports=["polling"], wait_timeout=DEADLINE, **connect)
 
-    def call(self, event: str, *args: Any) -> Any:
-        return self.sio.call(event, args[0] if len(args) == 1 else args, timeout=DEADLINE)
+    def call(self, event: str, *args: Any, namespace: str = "/") -> Any:
+        data = args[0] if len(args) == 1 else args
+        return self.sio.call(event, data, namespace=namespace, timeout=DEADLINE)
 
     def call_raw(self, event: str, *args: Any) -> Any:
         """Send `args` as separate arguments, as a hostile client may."""
@@ -166,13 +178,16 @@ class RawWebSocket:
         self.ws.close(timeout=1)
 
 
-def polling_session(url: str) -> tuple[str, str]:
+def polling_session(url: str, namespaces: tuple[str, ...] = ("/",)) -> tuple[str, str]:
     """Open a long-polling Engine.IO session and connect Socket.IO over it; (its URL, its sid)."""
     opened = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=DEADLINE)
     eio_sid = json.loads(opened.text[1:])["sid"]
     session_url = f"{url}/socket.io/?EIO=4&transport=polling&sid={eio_sid}"
-    assert requests.post(session_url, data=b"40", timeout=DEADLINE).text == "OK"
-    assert requests.get(session_url, timeout=DEADLINE).text.startswith("40")
+    connects = ["40" if namespace == "/" else f"40{namespace}," for namespace in namespaces]
+    assert requests.post(session_url, data="\x1e".join(connects), timeout=DEADLINE).text == "OK"
+    # Each connect is answered within the POST: the GET reads every answer at once.
+    answers = requests.get(session_url, timeout=DEADLINE).text.split("\x1e")
+    assert all(answer.startswith(connect) for answer, connect in zip(answers, connects, strict=True))
     return session_url, eio_sid
 
 

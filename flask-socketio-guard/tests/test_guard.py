@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import requests
@@ -156,6 +157,20 @@ def test_a_flood_is_refused_past_the_budget_and_the_budget_refills(serve, client
     wait_until(lambda: client.call("echo", "later") != refused, "the budget to refill")
 
 
+def test_a_connection_on_two_namespaces_has_one_budget(serve, clients):
+    """The budget is the Engine.IO connection's: joining a second namespace does not double it."""
+    server = serve()  # 5 events a second, bursts of 10
+    client = clients(server.url, namespaces=["/", "/extra"])
+    started = time.monotonic()
+    replies = [client.call("echo", i, namespace=("/", "/extra")[i % 2]) for i in range(30)]
+    elapsed = time.monotonic() - started
+    refused = {"ok": False, "reason": "too many events: at most 5 a second"}
+    accepted = sum(reply.get("ok") is True for reply in replies)
+    assert accepted + replies.count(refused) == 30
+    # Ten at once, then five a second, over both namespaces together: two budgets would pass 20 at once.
+    assert 10 <= accepted <= 10 + 5 * elapsed
+
+
 def test_a_connection_is_in_at_most_max_rooms(serve, clients):
     server = serve()  # MAX_ROOMS = 3
     client = clients(server.url)
@@ -165,6 +180,20 @@ def test_a_connection_is_in_at_most_max_rooms(serve, clients):
     assert client.call("join", {"room": "d"}) == full
     assert client.call("leave", {"room": "a"}) == {"ok": True}
     assert client.call("join", {"room": "d"}) == {"ok": True}
+
+
+def test_a_connection_on_two_namespaces_has_one_room_limit(serve, clients):
+    """The room limit is the Engine.IO connection's: its rooms in "/" and "/extra" count together."""
+    server = serve()  # MAX_ROOMS = 3
+    client = clients(server.url, namespaces=["/", "/extra"])
+    for room in ("a", "b", "c"):
+        assert client.call("join", {"room": room}) == {"ok": True}
+    full = {"ok": False, "reason": "you are in 3 rooms already: leave one first"}
+    assert client.call("join", {"room": "d"}, namespace="/extra") == full
+    assert client.call("leave", {"room": "a"}) == {"ok": True}
+    assert client.call("join", {"room": "d"}, namespace="/extra") == {"ok": True}
+    # And the other way round: its room in "/extra" counts against a join in "/".
+    assert client.call("join", {"room": "a"}) == full
 
 
 # Packets and requests ---------------------------------------------------------------------------
@@ -198,6 +227,25 @@ def test_a_bad_polling_post_gets_a_400_and_ends_the_session(serve, caplog, body)
     wait_until(lambda: server.app.disconnects, "the session to leave Socket.IO")
     assert len([r for r in caplog.records if "malformed packet" in r.getMessage()]) == 1
     assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "body", [b"zz", b'42/extra,["echo"'], ids=["refused-at-the-edge", "undecodable-socketio-packet"]
+)
+def test_a_bad_polling_post_closes_every_namespace_of_its_connection_only(serve, clients, body):
+    """Over long-polling, a malformed packet ends the connection in "/" and "/extra" alike."""
+    server = serve()
+    bystander = clients(server.url, namespaces=["/", "/extra"])
+    session_url, _ = polling_session(server.url, namespaces=("/", "/extra"))
+    requests.post(session_url, data=body, timeout=DEADLINE)
+    # Socket.IO's disconnect, for each namespace, waits in the session for the next GET.
+    packets = requests.get(session_url, timeout=DEADLINE).text.split("\x1e")
+    assert {"41", "41/extra,"} <= set(packets)
+    wait_until(lambda: len(server.app.disconnects) == 2, "the app's disconnect handler in each namespace")
+    assert {namespace for namespace, _ in server.app.disconnects} == {"/", "/extra"}
+    assert bystander.call("echo", "still", namespace="/extra") == {"ok": True}
+    assert bystander.call("echo", "still") == {"ok": True, "name": None}
+    assert len(server.app.disconnects) == 2  # the bystander's connection is untouched
 
 
 def test_a_good_polling_post_passes_through(serve):

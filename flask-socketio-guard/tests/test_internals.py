@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 
 import engineio
+import engineio.socket
 import flask_socketio
 import pytest
 import socketio
@@ -96,3 +97,46 @@ def test_engineio_sessions_transports_and_sids_are_reachable(socketio_):
     assert server.environ == {}  # eio sid -> the WSGI environ python-socketio keeps
     assert list(_internals.sessions_opened_by(socketio_, "key", object())) == []
     assert _internals.mark_once(socketio_, "no-such-session", "mark") is False
+
+
+def open_connection(socketio_: SocketIO, *namespaces: str) -> tuple[str, list[str]]:
+    """An Engine.IO session, as a handshake opens it, connected to `namespaces`: (eio sid, their sids)."""
+    server = socketio_.server
+    eio_sid = server.eio.generate_id()
+    server.eio.sockets[eio_sid] = engineio.socket.Socket(server.eio, eio_sid)
+    return eio_sid, [server.manager.connect(eio_sid, namespace) for namespace in namespaces]
+
+
+def test_one_engineio_session_serves_every_namespace_of_a_connection(socketio_):
+    """A connection's sids, one per namespace, share its Engine.IO session, which holds each one's own.
+
+    So the budget kept there is the connection's, and a polling close reaches every namespace.
+    """
+    server, manager = socketio_.server, socketio_.server.manager
+    eio_sid, (root, extra) = open_connection(socketio_, "/", "/extra")
+    session = _internals.connection_session(socketio_, extra, "/extra")
+    assert session is _internals.connection_session(socketio_, root, "/")
+    assert server.get_session(extra, "/extra") is session["/extra"]  # keyed by namespace: BUCKET is apart
+    _internals.close_connection(socketio_, eio_sid)  # polling: each namespace, at the Socket.IO level
+    assert manager.sid_from_eio_sid(eio_sid, "/") is manager.sid_from_eio_sid(eio_sid, "/extra") is None
+    assert [packet.encode() for packet in server.eio.sockets[eio_sid].queue.queue] == ["41", "41/extra,"]
+
+
+def test_a_connections_rooms_are_found_through_its_sid_in_each_namespace(socketio_):
+    """python-socketio keeps rooms per namespace, each with the sid of that namespace in it.
+
+    So the room limit finds a connection's rooms through its sid in each namespace it joined,
+    and leaves out each one's own sid room.
+    """
+    server, manager = socketio_.server, socketio_.server.manager
+    eio_sid, (root, extra) = open_connection(socketio_, "/", "/extra")
+    assert _internals.namespace_sids(socketio_, eio_sid) == [("/", root), ("/extra", extra)]
+    assert manager.eio_sid_from_sid(extra, "/extra") == eio_sid
+    assert server.rooms(extra, "/extra") == [extra]  # its own sid room, nothing else yet
+    server.enter_room(root, "lobby", namespace="/")
+    server.enter_room(extra, "lobby", namespace="/extra")  # the same name in another namespace: another room
+    rooms = {("/", "lobby"), ("/extra", "lobby")}
+    assert _internals.connection_rooms(socketio_, root, "/") == rooms
+    assert _internals.connection_rooms(socketio_, extra, "/extra") == rooms
+    _, (stranger,) = open_connection(socketio_, "/")
+    assert _internals.connection_rooms(socketio_, stranger, "/") == set()

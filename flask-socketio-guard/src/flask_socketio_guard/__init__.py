@@ -43,7 +43,7 @@ __all__ = ["DEFAULTS", "Refused", "SocketIOGuard", "require", "secret"]
 DEFAULTS: dict[str, Any] = {
     # Events one connection may send a second, on average; bursts of twice as many pass.
     "SOCKETIO_GUARD_EVENTS_PER_SECOND": 20,
-    # Rooms one connection may be in at once, besides the one named after its sid.
+    # Rooms one connection may be in at once, in all its namespaces, besides those named after its sids.
     "SOCKETIO_GUARD_MAX_ROOMS": 10,
     # The largest packet taken, over either transport (python-engineio's default is 1 MB).
     "SOCKETIO_GUARD_MAX_EVENT_BYTES": 16 * 1024,
@@ -216,9 +216,9 @@ class SocketIOGuard:
 
     # --8<-- [start:budget]
     def _within_budget(self, sid: str, namespace: str) -> bool:
-        """A token bucket per connection, kept in its python-socketio session."""
+        """A token bucket per connection, kept in its Engine.IO session: one for all its namespaces."""
         rate = self.config["EVENTS_PER_SECOND"]
-        bucket = self.socketio.server.get_session(sid, namespace).setdefault(BUCKET, {})
+        bucket = _internals.connection_session(self.socketio, sid, namespace).setdefault(BUCKET, {})
         now = time.monotonic()
         refilled = (now - bucket.get("counted_at", now)) * rate
         tokens = min(2 * rate, bucket.get("tokens", 2 * rate) + refilled)
@@ -234,8 +234,9 @@ class SocketIOGuard:
     # --8<-- [start:rooms]
     def _check_room_count(self, sid: str, room: str, namespace: str) -> None:
         limit = self.config["MAX_ROOMS"]
-        joined = set(self.socketio.server.rooms(sid, namespace)) - {sid}
-        if room not in joined and room != sid and len(joined) >= limit:
+        # Every namespace of the connection counts: a second one must not double the limit.
+        joined = _internals.connection_rooms(self.socketio, sid, namespace)
+        if (namespace, room) not in joined and room != sid and len(joined) >= limit:
             raise Refused(f"you are in {limit} rooms already: leave one first")
 
     # --8<-- [end:rooms]

@@ -137,6 +137,39 @@ def polling_packet_types(body: bytes) -> list[str]:
     return [packet.packet_type for packet in Payload(encoded_payload=body.decode()).packets]
 
 
+def connection_session(socketio: SocketIO, sid: str, namespace: str) -> dict:
+    """The Engine.IO session behind a Socket.IO sid: one per connection, whatever namespaces it joined.
+
+    python-socketio keeps a session per namespace inside it, under the namespace's name; a key
+    that is not a namespace is the connection's own. python-engineio drops it with the connection.
+    """
+    return socketio.server.eio.get_session(socketio.server.manager.eio_sid_from_sid(sid, namespace))
+
+
+def namespace_sids(socketio: SocketIO, eio_sid: str) -> list[tuple[str, str]]:
+    """(namespace, Socket.IO sid) for each namespace the connection joined, one still connecting too."""
+    manager = socketio.server.manager
+    sids = []
+    for namespace in list(manager.get_namespaces()):  # a disconnect may drop a namespace
+        if sid := manager.sid_from_eio_sid(eio_sid, namespace):
+            sids.append((namespace, sid))
+    return sids
+
+
+def connection_rooms(socketio: SocketIO, sid: str, namespace: str) -> set[tuple[str, str]]:
+    """The rooms of the connection behind a Socket.IO sid, as (namespace, room), in every namespace it joined.
+
+    Each namespace's sid room, the one python-socketio reaches that sid by, is left out.
+    """
+    eio_sid = socketio.server.manager.eio_sid_from_sid(sid, namespace)
+    return {
+        (each_namespace, room)
+        for each_namespace, each_sid in namespace_sids(socketio, eio_sid)
+        for room in socketio.server.rooms(each_sid, each_namespace)
+        if room != each_sid
+    }
+
+
 def mark_once(socketio: SocketIO, eio_sid: str, mark: str) -> bool:
     """Set `mark` in the Engine.IO session; False if it was set already or the session is gone."""
     try:
@@ -152,15 +185,16 @@ def mark_once(socketio: SocketIO, eio_sid: str, mark: str) -> bool:
 def close_connection(socketio: SocketIO, eio_sid: str) -> None:
     """Close a connection now, so that it leaves its rooms now, not a ping timeout later.
 
-    A polling session is ended at the Socket.IO level only: closing its Engine.IO session
-    would wait for a GET that a raw client may never send; that session times out on its
-    own, with no rooms and no user.
+    A polling session is ended at the Socket.IO level only, in every namespace it joined:
+    closing its Engine.IO session would wait for a GET that a raw client may never send;
+    that session times out on its own, with no rooms and no user.
     """
-    eio = socketio.server.eio
-    if eio.transport(eio_sid) == "websocket":
-        eio.disconnect(eio_sid)
-    elif sid := socketio.server.manager.sid_from_eio_sid(eio_sid, "/"):
-        socketio.server.disconnect(sid)
+    server = socketio.server
+    if server.eio.transport(eio_sid) == "websocket":
+        server.eio.disconnect(eio_sid)
+        return
+    for namespace, sid in namespace_sids(socketio, eio_sid):
+        server.disconnect(sid, namespace)
 
 
 def sessions_opened_by(socketio: SocketIO, key: str, marker: object) -> Iterable[str]:
