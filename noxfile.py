@@ -105,9 +105,15 @@ def _install_knobs(session: nox.Session) -> None:
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
-    """Run pytest on `paths` with the house flags; extra arguments after `--` pass through."""
+    """Run pytest on `paths`; arguments after `--` pass through, and a path among them replaces
+    the session's own: `nox -s tests -- tests/recipes` runs only the recipe's tests."""
     _install_tests(session)
-    session.run("pytest", *paths, *session.posargs)
+    session.run("pytest", *([] if _names_tests(session.posargs) else paths), *session.posargs)
+
+
+def _names_tests(args: list[str]) -> bool:
+    """Whether `args` name test files or folders (tests/recipes, tests/x.py::test_y)."""
+    return any("/" in arg and Path(arg.split("::")[0]).exists() for arg in args)
 
 
 @nox.session

@@ -29,6 +29,7 @@ Differs from chapters/01_basic_chat/app.py
 """
 
 import os
+import sys
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, send_from_directory, session
@@ -71,9 +72,14 @@ app.config.update(
 # actual: nothing does. The settings above are read by no one.
 
 
+# The file this process was started with (not sys.argv: runpy changes it), named on the page.
+STARTED_WITH = next((arg for arg in sys.orig_argv[1:] if arg.endswith(".py")), sys.argv[0])
+SERVED_BY = "/".join(Path(STARTED_WITH).resolve().parts[-2:])
+
+
 @app.get("/")
 def index():
-    return render_template("index.html", instance=INSTANCE_NAME)
+    return render_template("index.html", instance=INSTANCE_NAME, served_by=SERVED_BY)
 
 
 @app.get("/vendor/socket.io.min.js")

@@ -21,7 +21,9 @@ Use instead
     instance's users drop out.
 
 How to run it
-    redis-server --port 6379, then
+    With the chapter's Redis on 6379, a database and a channel of its own, so it
+    never joins the chapter's cluster (docs/chapters/03-redis-scaling.md):
+    REDIS_URL=redis://127.0.0.1:6379/2 SOCKETIO_CHANNEL=counter-twin, then
     PORT=5201 INSTANCE_NAME=chat-1 python antipatterns/03_counter_in_process_memory.py
     PORT=5202 INSTANCE_NAME=chat-2 python antipatterns/03_counter_in_process_memory.py
 

@@ -19,10 +19,11 @@ Use instead
     message_queue=REDIS_URL, channel=CHANNEL)` on every instance.
 
 How to run it
+    With REDIS_URL=redis://127.0.0.1:6379/1 (a database of its own beside the
+    chapter's; the online count still lives in Redis: only the queue is missing,
+    and the count is right while every cross-instance emit is lost), then
     PORT=5101 INSTANCE_NAME=chat-1 python antipatterns/03_no_message_queue.py
     PORT=5102 INSTANCE_NAME=chat-2 python antipatterns/03_no_message_queue.py
-    with Redis on 6379 (the online count still lives there: only the queue is
-    missing, and the count is right while every cross-instance emit is lost).
 
 Differs from chapters/03_redis_scaling/app.py
     socketio: created with no message_queue and no channel
@@ -135,9 +136,14 @@ def online_count_loop():
         socketio.sleep(ONLINE_PUSH_SECONDS)
 
 
+# The file this process was started with (not sys.argv: runpy changes it), named on the page.
+STARTED_WITH = next((arg for arg in sys.orig_argv[1:] if arg.endswith(".py")), sys.argv[0])
+SERVED_BY = "/".join(Path(STARTED_WITH).resolve().parts[-2:])
+
+
 @app.get("/")
 def index():
-    return render_template("index.html", instance=INSTANCE_NAME)
+    return render_template("index.html", instance=INSTANCE_NAME, served_by=SERVED_BY)
 
 
 @app.get("/vendor/socket.io.min.js")
@@ -292,5 +298,6 @@ def notify():
 
 if __name__ == "__main__":
     socketio.start_background_task(online_count_loop)
+    print(f"{INSTANCE_NAME} starting on http://{HOST}:{PORT}/", flush=True)  # the server itself says nothing
     # log_output=False: no access-log line per long-polling request; errors still show.
     socketio.run(app, host=HOST, port=PORT, log_output=False)

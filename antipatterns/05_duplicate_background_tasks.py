@@ -39,7 +39,7 @@ from pathlib import Path
 # below is created after the patch.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chapters" / "05_celery"))
 from app import app
-from taskboard import FIGURE_SECONDS, INSTANCE_NAME, events, socketio
+from taskboard import DASHBOARD, FIGURE_SECONDS, INSTANCE_NAME, events, socketio
 from taskboard.tasks import dashboard_figure
 from taskboard.web import serve
 
@@ -54,7 +54,7 @@ def dashboard_loop():
         with app.app_context():
             # expected: one figure a second for the cluster; actual: one per instance, each
             # published on the queue to every client of every instance
-            socketio.emit("figure", dashboard_figure(producer=INSTANCE_NAME))
+            socketio.emit("figure", dashboard_figure(producer=INSTANCE_NAME), namespace=DASHBOARD)
 
 
 class TaskEventsWithProducer(events.TaskEvents):

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         "guard: chapter 02's CPU per inbound event, its guard on and off",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="small counts, under a minute: a smoke check, written to .lab/"
+        "--quick",
+        action="store_true",
+        help="small counts: a smoke check, written to .lab/bench-quick/ (its record says how long it took)",
     )
     parser.add_argument("--max-clients", type=int, help="the largest step (default: 10,000; 4,000 for 03)")
     parser.add_argument(

@@ -43,6 +43,9 @@ NAME = "02-async-modes"  # docs/bench/<NAME>.json
 PLOT = plots.async_modes  # its figures, drawn again by --report-only
 CHAPTER_DIR = "chapters/02_async_modes"
 NODE_SERVER = REPO_ROOT / "bench" / "node_reference" / "server.js"
+# The most CPU the load client may spend per delivery in its hardest burst: above it, the client,
+# not the server, may be what sets the deliveries per second.
+CLIENT_US_PER_DELIVERY_TARGET = 10
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ def _load_mode(
         service = _start(bench, f"load-{mode}", server, env)
     except (ServiceFailed, OSError) as exc:
         progress.update(len(settings.steps))
-        return {"steps": [], "max_clients_ok": 0, "broke": {"clients": 0, "reason": f"did not start: {exc}"}}
+        broke = {"clients": 0, "reason": f"did not start: {exc}"}
+        return {"steps": [], "max_clients_ok": 0, "broke": broke, "disorder": 0}
     try:
         result = asyncio.run(_load_steps(service, server, settings, budget, progress))
     finally:
@@ -195,7 +199,13 @@ async def _load_steps(
         "max_clients_ok": max_ok,
         "broke": broke,
         "steps": steps,
+        "disorder": disorder(steps),
     }
+
+
+def disorder(steps: list[dict[str, Any]]) -> int:
+    """Deliveries that arrived after a later broadcast, over every step's rounds and burst."""
+    return sum(step[kind]["disorder"] for step in steps for kind in ("latency", "burst") if kind in step)
 
 
 async def _one_step(
@@ -368,7 +378,7 @@ def client_cost(record: dict[str, Any]) -> dict[str, Any]:
     """The load client's CPU per delivery in its hardest burst: the most deliveries per second."""
     bursts = _bursts(record)
     if not bursts:
-        return {"us_per_delivery": None}
+        return {"us_per_delivery": None, "target_us": CLIENT_US_PER_DELIVERY_TARGET}
     mode, step = max(bursts, key=lambda b: b[1]["burst"]["deliveries_per_s"] or 0)
     burst = step["burst"]
     every = sorted(
@@ -379,6 +389,7 @@ def client_cost(record: dict[str, Any]) -> dict[str, Any]:
         "measured_in": f"{mode}, {step['clients']} clients, {burst['deliveries_per_s']} deliveries/s",
         "client_cpu_share": burst["client_cpu_share"],
         "us_per_delivery_all_bursts_median": every[len(every) // 2] if every else None,
+        "target_us": CLIENT_US_PER_DELIVERY_TARGET,
     }
 
 
@@ -407,9 +418,10 @@ def targets(record: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     cost = client_cost(record)["us_per_delivery"]
     found.append(
         {
-            "target": "the load client uses <= 10 µs of CPU per delivery in a burst",
+            "target": f"the load client uses <= {CLIENT_US_PER_DELIVERY_TARGET} µs of CPU per delivery "
+            "in a burst",
             "measured": f"{cost} µs" if cost is not None else None,
-            "pass": (cost <= 10) if cost is not None else None,
+            "pass": (cost <= CLIENT_US_PER_DELIVERY_TARGET) if cost is not None else None,
         }
     )
     return found
@@ -446,7 +458,7 @@ def summary_markdown(record: dict[str, Any]) -> str:
                 f"{best:,}" if best else None,
                 ok_step.get("memory_per_connection_kb"),
                 ok_step.get("fds_per_connection"),
-                sum(s[k]["disorder"] for s in data["steps"] for k in ("latency", "burst") if k in s),
+                disorder(data["steps"]),
             ]
         )
     header = ["mode", "most clients, all delivered", "stopped at", "p50 / p99 at 1,000 (ms)"]

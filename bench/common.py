@@ -277,15 +277,29 @@ def write_results(
 ) -> None:
     """A chapter's JSON record (<name>.json), its plots, and the summary the docs include.
 
-    A full run into docs/bench/ is also kept as this machine's run (runs/<name>/<machine id>.json),
-    which the summary's last table compares with every other machine's.
+    The record gets how long its run took (`duration`), unless it already says. A full run into
+    docs/bench/ is also kept as this machine's run (runs/<name>/<machine id>.json), which the
+    summary's last table compares with every other machine's.
     """
+    record.setdefault("duration", run_duration(record["machine"]["date"]))
     report.write_json(out / f"{name}.json", record)
     if not record["quick"] and out.resolve() == DOCS_BENCH.resolve():
         report.store_run(record, out, name)
     if plot:
         plot(record, out)
     report.write_summary(record, out, summary, name, headline)
+
+
+def run_duration(started: str) -> dict[str, Any]:
+    """From the run's start (`machine.date`, taken before anything was measured) to now: what a page
+    cites as the time a run takes, and the summary's first line repeats."""
+    finished = datetime.datetime.now(datetime.UTC)
+    seconds = (finished - datetime.datetime.fromisoformat(started)).total_seconds()
+    return {
+        "finished": finished.isoformat(timespec="seconds"),
+        "seconds": round(seconds),
+        "minutes": round(seconds / 60, 1),
+    }
 
 
 def delivery_target(servers: str, steps: dict[str, dict[str, Any]], biggest: int) -> dict[str, Any]:

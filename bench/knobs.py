@@ -600,11 +600,16 @@ def summary_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _largest_step_fds(record: dict[str, Any], row: str) -> float | None:
+    """A row's file descriptors per connection at its largest step, or None."""
+    steps = record["rows"].get(row, {}).get("steps", {})
+    return max(steps.items(), key=lambda kv: int(kv[0]), default=(None, {}))[1].get("fds_per_connection")
+
+
 def _big_lines(record: dict[str, Any]) -> str:
     """The big step: how many descriptors its clients took, against the limit: the fd arithmetic."""
     lines = []
-    baseline = record["rows"].get(BASELINE, {}).get("steps", {})
-    simple = max(baseline.items(), key=lambda kv: int(kv[0]), default=(None, {}))[1].get("fds_per_connection")
+    simple, under_gunicorn = _largest_step_fds(record, BASELINE), _largest_step_fds(record, "gunicorn")
     for key, row in record["rows"].items():
         big = row.get("big")
         if not big:
@@ -627,8 +632,14 @@ def _big_lines(record: dict[str, Any]) -> str:
             simple_need = big["fds_at_start"] + simple * n
             where = "beyond" if simple_need > limit else "within"
             lines.append(
-                f"simple-websocket holds {simple} per connection (the baseline above): {n:,} clients "
-                f"need about {simple_need:,.0f} descriptors, {where} a limit of {limit:,}."
+                f"simple-websocket holds {simple} per connection on gevent's own server, which "
+                f"`socketio.run` starts (the baseline above): {n:,} clients need about "
+                f"{simple_need:,.0f} descriptors, {where} a limit of {limit:,}."
+            )
+        if under_gunicorn:
+            lines.append(
+                f"Under gunicorn's gevent worker it holds {under_gunicorn} (the gunicorn row): "
+                "simple-websocket duplicates the socket only on gevent's own server."
             )
         if big.get("burst"):
             latency, burst = big["latency"], big["burst"]

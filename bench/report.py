@@ -94,11 +94,13 @@ def machine_line(record: dict[str, Any], chapter: str) -> list[str]:
     """The opening lines of a summary: who wrote it, and the machine and load it measured."""
     m = record["machine"]
     limit = m["fd_limit"]
+    # Records written before the bench kept its run time have no `duration`.
+    took = f" (the run took {record['duration']['minutes']:g} minutes)" if "duration" in record else ""
     return [
         f"<!-- Written by `python -m bench {chapter}` on {m['date']}; do not edit by hand. -->",
         "",
         f"Measured on {m['cpu_model']} ({m['cores_logical']} cores, {m['ram_gb']} GB RAM), {m['os']}, "
-        f"Python {m['python']}, on {m['date'][:10]}; load average at start "
+        f"Python {m['python']}, on {m['date'][:10]}{took}; load average at start "
         f"{', '.join(str(x) for x in m['load_average_at_start'])}; open-files limit "
         f"{limit['soft']:,} (hard {limit['hard']:,}) for the servers and the client."
         + (" **Quick smoke run: small counts, not for publishing.**" if record["quick"] else ""),

@@ -352,7 +352,7 @@ class TaskProbe(Probe):
         client.sio.on("welcome", lambda data=None: setattr(client, "ready", True))
         client.sio.on("result", lambda data: self._result(client, data))
         if client.name == "probe-1":  # one page counts the figures: each goes to every page
-            client.sio.on("figure", self._figure)
+            client.sio.on("figure", self._figure, namespace="/dashboard")
 
     def connect(self, client: ProbeClient) -> None:
         """Log in (POST /login, as the page does) at every connect and reconnect: a callable auth."""

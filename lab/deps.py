@@ -17,7 +17,8 @@ INSTALL_HINTS = {
     "chromium": "sudo apt-get install chromium",
     "node": "sudo apt-get install nodejs npm",
     "npm": "sudo apt-get install npm",
-    "uv": "python3 -m pip install uv==0.13.8",
+    "uv": "pipx install uv==0.13.8",
+    "pipx": "sudo apt-get install pipx",
 }
 
 

@@ -45,8 +45,9 @@ UPSTREAM_BLOCK = re.compile(r"upstream\s+\S+\s*\{(?P<body>.*?)\}", re.S)
 SERVER_LINE = re.compile(r"^(\s*)server\s+[\w.\-]+:\d+([^;]*);[^\n]*\n", re.M)
 LISTEN = re.compile(r"(\blisten\s+)(?:[\d.]+:)?\d+")
 LOG_LINE = re.compile(
-    r'^(?P<client>\S+) "(?P<request>[^"]*)" (?P<status>\d+) upstream=(?P<upstream>\S*) '
-    r"upstream_status=(?P<upstream_status>\S*)$"
+    # A retried request names every upstream it tried: "127.0.0.1:5001, 127.0.0.1:5002".
+    r'^(?P<client>\S+) "(?P<request>[^"]*)" (?P<status>\d+) upstream=(?P<upstream>.*?) '
+    r"upstream_status=(?P<upstream_status>.*)$"
 )
 
 

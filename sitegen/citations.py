@@ -180,3 +180,47 @@ def check(text: str) -> list[str]:
         except CitationError as exc:
             errors.append(str(exc))
     return errors
+
+
+# A README is read on GitHub, which shows it as it is: there a citation is a plain link to the
+# test's file, with the test's name as the link's title, and a bench citation links its record.
+#     [test](../../tests/chapter03/test_redis_scaling.py "test_notify_reaches_every_client_on_every_instance")
+#     [bench](../../docs/bench/04-nginx-lb.json "fan_out.nginx_problems.0.line")
+LINK = re.compile(
+    r'\[(test|bench)\]\(((?:\.\./)*)((?:flask-socketio-guard/)?tests/[^ )]+|docs/bench/[^ )]+) "([^"]+)"\)'
+)
+
+
+def as_links(text: str, depth: int) -> str:
+    """`text` with each citation written as a link, for a README `depth` folders below the root."""
+    up = "../" * depth
+
+    def test_link(match: re.Match) -> str:
+        file, _, name = match.group(1).partition("::")
+        return f'[test]({up}{file} "{name}")'
+
+    def bench_link(match: re.Match) -> str:
+        file, key, _ = match.groups()
+        return f'[bench]({up}docs/bench/{file} "{key}")'
+
+    return BENCH.sub(bench_link, TEST.sub(test_link, text))
+
+
+def check_links(text: str, depth: int) -> list[str]:
+    """Every problem with a README's citations: a link that names no test or key, a wrong
+    relative path, or a citation left in the site's form, which GitHub would show raw."""
+    errors = [
+        f"{m.group(0)}: a README cites with a link, not the site's form"
+        for m in (*TEST.finditer(text), *BENCH.finditer(text))
+    ]
+    for kind, up, target, name in LINK.findall(text):
+        if up != "../" * depth:
+            errors.append(f"{target}: the link goes up {up.count('../')} folders, the README is {depth} deep")
+        try:
+            if kind == "test":
+                find_test(f"{target}::{name}")
+            else:
+                bench_value(target.removeprefix("docs/bench/"), name)
+        except CitationError as exc:
+            errors.append(str(exc))
+    return errors

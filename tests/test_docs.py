@@ -14,17 +14,29 @@ from sitegen import citations, twins
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
-READMES = [ROOT / "README.md", *sorted((ROOT / "chapters").glob("*/README.md"))]
+READMES = [
+    ROOT / "README.md",
+    ROOT / "flask-socketio-guard" / "README.md",
+    *sorted((ROOT / "chapters").glob("*/README.md")),
+    *sorted((ROOT / "recipes").glob("*/README.md")),
+]
 # Where snippet sections live: the code a page may show.
 SOURCES = ("chapters", "antipatterns", "recipes", "tests")
 MARKER = re.compile(r"--8<-- \[start:([\w-]+)\]")
 INCLUDE = re.compile(r'--8<-- "([^":]+)(?::([\w-]+))?"')
 
 
-@pytest.mark.parametrize("path", PAGES + READMES, ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_citation_resolves(path):
-    """Every test and bench figure a page or README cites exists: a made-up citation fails."""
+    """Every test and bench figure a page cites exists: a made-up citation fails."""
     assert citations.check(path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("path", READMES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_readme_cites_with_links_github_can_show(path):
+    """A README, shown on GitHub as it is, cites with plain links to real tests and records, not markers."""
+    depth = len(path.relative_to(ROOT).parts) - 1
+    assert citations.check_links(path.read_text(encoding="utf-8"), depth) == []
 
 
 def test_a_made_up_citation_fails():
@@ -40,6 +52,17 @@ def test_a_made_up_citation_fails():
     assert len(errors) == 5, errors
     with pytest.raises(citations.CitationError):
         citations.render(made_up)
+
+
+def test_a_made_up_or_raw_readme_citation_fails():
+    """In a README, a link to a test that does not exist, a wrong depth, or a raw site marker is an error."""
+    made_up = (
+        '[test](../../tests/chapter03/test_redis_scaling.py "test_that_was_never_written") '
+        '[test](../tests/chapter03/test_redis_scaling.py "test_notify_refuses_bad_input_with_a_reason") '
+        '[bench](../../docs/bench/05-celery.json "no.such.key") '
+        "{test: tests/chapter03/test_redis_scaling.py::test_notify_refuses_bad_input_with_a_reason}"
+    )
+    assert len(citations.check_links(made_up, 2)) == 4
 
 
 def test_a_real_citation_renders_its_value_and_its_machine():

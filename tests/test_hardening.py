@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 import socketio
+from flask_socketio_guard import DEFAULTS
 
 from lab.apps import healthz, start_app
 from lab.clients import TRANSPORTS, RecordingClient
@@ -167,6 +168,8 @@ def test_a_flood_of_events_is_refused_beyond_the_rate_limit(scene, app):
     accepted_again = lambda: s.hostile.call(event, payload) == accepted_ack  # noqa: E731
     wait_until(accepted_again, timeout=5, what="the budget to refill", interval=0.1)
     assert "Traceback" not in s.server.log_text()
+    # Without EVENTS_PER_SECOND, the guard's budget is 20 a second (docs/hardening.md's default).
+    assert DEFAULTS["SOCKETIO_GUARD_EVENTS_PER_SECOND"] == 20
 
 
 @apps_with_named_rooms

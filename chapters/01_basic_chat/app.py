@@ -26,6 +26,7 @@ TL;DR
 """
 
 import os
+import sys
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, send_from_directory, session
@@ -72,9 +73,14 @@ guard = SocketIOGuard(app, socketio)
 
 
 # --8<-- [start:routes]
+# The file this process was started with (not sys.argv: runpy changes it), named on the page.
+STARTED_WITH = next((arg for arg in sys.orig_argv[1:] if arg.endswith(".py")), sys.argv[0])
+SERVED_BY = "/".join(Path(STARTED_WITH).resolve().parts[-2:])
+
+
 @app.get("/")
 def index():
-    return render_template("index.html", instance=INSTANCE_NAME)
+    return render_template("index.html", instance=INSTANCE_NAME, served_by=SERVED_BY)
 
 
 @app.get("/vendor/socket.io.min.js")

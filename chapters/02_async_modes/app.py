@@ -39,6 +39,7 @@ TL;DR
 
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -101,9 +102,15 @@ def create_app(async_mode):
 pages = Blueprint("pages", __name__)
 
 
+# The file this process was started with (not sys.argv: runpy changes it), named on the page.
+STARTED_WITH = next((arg for arg in sys.orig_argv[1:] if arg.endswith(".py")), sys.argv[0])
+SERVED_BY = "/".join(Path(STARTED_WITH).resolve().parts[-2:])
+
+
 @pages.get("/")
 def index():
-    return render_template("index.html", instance=f"{INSTANCE_NAME} ({socketio.async_mode})")
+    instance = f"{INSTANCE_NAME} ({socketio.async_mode})"
+    return render_template("index.html", instance=instance, served_by=SERVED_BY)
 
 
 @pages.get("/vendor/socket.io.min.js")
@@ -134,7 +141,11 @@ def serve(app, socketio):
         # threading mode is for development and small apps. Production: gunicorn (wsgi.py).
         options["allow_unsafe_werkzeug"] = True
     start_cpu_workers()
-    socketio.run(app, host=HOST, port=PORT, **options)
+    print(f"{INSTANCE_NAME}: {socketio.async_mode} starting on http://{HOST}:{PORT}/", flush=True)
+    try:
+        socketio.run(app, host=HOST, port=PORT, **options)
+    finally:  # the workers would keep the process alive after the server fails (port taken)
+        CPU_POOL.shutdown()
 
 
 # --8<-- [end:serve]

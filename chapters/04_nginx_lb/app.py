@@ -13,7 +13,7 @@ What this shows
     others.
 
 How to run it (each terminal)
-    1. redis-server --port 6379
+    1. redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no
     2. PORT=5001 INSTANCE_NAME=chat-1 python chapters/04_nginx_lb/app.py
     3. PORT=5002 INSTANCE_NAME=chat-2 python chapters/04_nginx_lb/app.py
     4. PORT=5003 INSTANCE_NAME=chat-3 python chapters/04_nginx_lb/app.py
@@ -45,6 +45,7 @@ import gevent_patch  # noqa: F401  (imported for what it does, not for a name)
 
 # isort: split
 import os
+import sys
 from pathlib import Path
 
 import redis
@@ -134,9 +135,14 @@ def online_count_loop():
         socketio.sleep(ONLINE_PUSH_SECONDS)
 
 
+# The file this process was started with (not sys.argv: runpy changes it), named on the page.
+STARTED_WITH = next((arg for arg in sys.orig_argv[1:] if arg.endswith(".py")), sys.argv[0])
+SERVED_BY = "/".join(Path(STARTED_WITH).resolve().parts[-2:])
+
+
 @app.get("/")
 def index():
-    return render_template("index.html")
+    return render_template("index.html", served_by=SERVED_BY)
 
 
 @app.get("/vendor/socket.io.min.js")
@@ -266,6 +272,7 @@ def on_ping(data=None):
 # --8<-- [start:run]
 if __name__ == "__main__":
     socketio.start_background_task(online_count_loop)
+    print(f"{INSTANCE_NAME} starting on http://{HOST}:{PORT}/", flush=True)  # the server itself says nothing
     # log_output=False: no access-log line per long-polling request; errors still show.
     socketio.run(app, host=HOST, port=PORT, log_output=False)
 # --8<-- [end:run]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 
+import psutil
 import pytest
 
 from lab.apps import healthz, start_app
-from lab.processes import ServiceFailed
+from lab.processes import REPO_ROOT, ServiceFailed
 
 CHAPTER_DIR = "chapters/02_async_modes"
 RUN_GEVENT = f"{CHAPTER_DIR}/run_gevent.py"
@@ -17,6 +19,35 @@ RUN_EVENTLET = f"{CHAPTER_DIR}/run_eventlet.py"
 BLOCKING_SLEEP = "antipatterns/02_blocking_sleep.py"
 CPU_BOUND_HANDLER = "antipatterns/02_cpu_bound_handler.py"
 LATE_MONKEY_PATCH = "antipatterns/02_late_monkey_patch.py"
+# How each mode's entry point patches (run_gevent.py, run_eventlet.py); threading does not.
+PATCHES = {
+    "gevent": "from gevent import monkey\n\nmonkey.patch_all()\n",
+    "eventlet": "import eventlet\n\neventlet.monkey_patch()\n",
+    "threading": "",
+}
+# Runs source text as the file it came from (its own __file__), as `python <file>` would.
+RUN_AS = (
+    "import sys; exec(compile(sys.argv[1], sys.argv[2], 'exec'), "
+    "{'__name__': '__main__', '__file__': sys.argv[2]})"
+)
+
+
+def in_mode(script: str, mode: str) -> str:
+    """A gevent file's source under `mode`, with nothing else changed.
+
+    Its ASYNC_MODE is swapped, and its monkey patch, where it has one, for that mode's (none under
+    threading): an unpatched twin stays unpatched. A file that no longer reads so fails here.
+    """
+    source = (REPO_ROOT / script).read_text(encoding="utf-8")
+    assert source.count('ASYNC_MODE = "gevent"') == 1, f"{script} no longer names its mode as expected"
+    return source.replace('ASYNC_MODE = "gevent"', f'ASYNC_MODE = "{mode}"').replace(
+        PATCHES["gevent"], PATCHES[mode]
+    )
+
+
+def twin_in_mode(twin: str, mode: str) -> Callable[[int], list[str]]:
+    """The command that runs a gevent twin under `mode`: its mistake, in another mode."""
+    return lambda _port: [sys.executable, "-c", RUN_AS, in_mode(twin, mode), str(REPO_ROOT / twin)]
 
 
 def gunicorn_gevent(port: int) -> list[str]:
@@ -100,17 +131,21 @@ def test_slow_work_does_not_stall_other_clients(bench, clients, script, command,
 
 
 @pytest.mark.parametrize(
-    ("script", "event"),
+    ("script", "event", "mode"),
     [
-        pytest.param(BLOCKING_SLEEP, "slow_io", id="blocking-sleep"),
+        pytest.param(BLOCKING_SLEEP, "slow_io", None, id="blocking-sleep"),
         # Unpatched, every wait blocks, even waiting for the worker process's result.
-        pytest.param(BLOCKING_SLEEP, "cpu_work", id="blocking-sleep-cpu-work"),
-        pytest.param(CPU_BOUND_HANDLER, "cpu_work", id="cpu-bound-handler"),
+        pytest.param(BLOCKING_SLEEP, "cpu_work", None, id="blocking-sleep-cpu-work"),
+        pytest.param(CPU_BOUND_HANDLER, "cpu_work", None, id="cpu-bound-handler"),
+        # The same two mistakes under eventlet: its event loop stalls as gevent's does.
+        pytest.param(BLOCKING_SLEEP, "slow_io", "eventlet", id="blocking-sleep-eventlet"),
+        pytest.param(CPU_BOUND_HANDLER, "cpu_work", "eventlet", id="cpu-bound-handler-eventlet"),
     ],
 )
-def test_antipattern_stalls_every_client(bench, clients, script, event):
+def test_antipattern_stalls_every_client(bench, clients, script, event, mode):
     """In the blocking antipatterns, one client's slow operation stalls another client's ping throughout."""
-    app = start_app(bench, script, env=UNLIMITED)
+    app = start_app(bench, script, command=twin_in_mode(script, mode) if mode else None, env=UNLIMITED)
+    assert healthz(app.url)["async_mode"] == (mode or "gevent")
     a, b = clients("a").connect(app.url), clients("b").connect(app.url)
 
     took, round_trips = pings_while(a, event, b)
@@ -203,6 +238,94 @@ def test_eventlet_max_clients_caps_connections(bench, clients):
     # Each websocket holds one of eventlet's 3 slots for as long as it is open.
     for seat in (1, 2, 3):
         clients(f"seat-{seat}").connect(app.url, "websocket")
-    # expected with the default (1024): served at once; with max_size=3: not served at all.
+    # expected with the default (1024): served at once; with max_size=3: it waits (a refusal
+    # would raise ConnectionRefusedError, not time out), and nothing is logged as an error.
+    with pytest.raises(TimeoutError):
+        healthz(app.url, timeout=2)
+    assert "Traceback" not in app.log_text()
+
+
+# -- what the "Which mode?" table says of each mode, beyond the chapter's own entry points ---------
+
+
+def test_cpu_work_in_a_threading_handler_stalls_nobody(bench, clients):
+    """Under threading, the CPU-bound twin's loop runs in its own thread: it takes turns, stalls nobody."""
+    app = start_app(
+        bench, CPU_BOUND_HANDLER, command=twin_in_mode(CPU_BOUND_HANDLER, "threading"), env=UNLIMITED
+    )
+    assert healthz(app.url)["async_mode"] == "threading"
+    a, b = clients("a").connect(app.url), clients("b").connect(app.url)
+
+    took, round_trips = pings_while(a, "cpu_work", b)
+    # The loop holds the GIL only until CPython's switch interval hands it to a waiting thread:
+    # B keeps getting answers, and none waits out the second.
+    assert len(round_trips) >= 10, round_trips
+    assert max(round_trips) < STALL_AT_LEAST, round_trips
+    assert took >= BLOCK_SECONDS * 0.95
+
+
+def test_flask_debug_patches_time_and_hides_the_missing_monkey_patch(bench, clients):
+    """FLASK_DEBUG=1 starts socketio.run's reloader, which patches time and threads: the twin stalls none."""
+    app = start_app(bench, BLOCKING_SLEEP, env={**UNLIMITED, "FLASK_DEBUG": "1"})
+    assert healthz(app.url)["async_mode"] == "gevent"
+    # expected without FLASK_DEBUG: one ping waits out the second (test_antipattern_stalls_every_client).
+    stalls_nobody(clients("a").connect(app.url), clients("b").connect(app.url))
+
+
+def stalls_nobody(a, b) -> None:
+    """The key test's asserts, for a server it does not run: A's slow work never holds up B's pings."""
+    for event in ("slow_io", "cpu_work"):
+        took, round_trips = pings_while(a, event, b)
+        assert took >= BLOCK_SECONDS * 0.95, (event, took)
+        assert len(round_trips) >= 10, (event, round_trips)
+        assert max(round_trips) < PING_BOUND, f"{event}: slowest ping took {max(round_trips):.3f}s"
+
+
+# gunicorn's gthread worker: one thread per connection, and this many threads.
+GTHREADS = 3
+
+
+def test_gunicorn_threads_serve_threading_mode_one_websocket_each(bench, clients, tmp_path):
+    """`gunicorn -k gthread --threads N` serves threading mode; a websocket holds a thread, so N at most."""
+    # wsgi.py in threading mode, and nothing else changed.
+    (tmp_path / "wsgi_threading.py").write_text(in_mode(f"{CHAPTER_DIR}/wsgi.py", "threading"))
+    chapter = REPO_ROOT / CHAPTER_DIR
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(chapter / "gunicorn.conf.py"), "-k", "gthread"]
+    argv += ["--threads", str(GTHREADS), "--pythonpath", str(chapter), "wsgi_threading:app"]
+    app = start_app(bench, tmp_path / "wsgi_threading.py", command=lambda _port: argv, env=UNLIMITED)
+    health = healthz(app.url)
+    assert (health["async_mode"], health["server"].split("/")[0]) == ("threading", "gunicorn"), health
+
+    # Two websockets, two of the worker's threads: slow work on one stalls nobody.
+    stalls_nobody(clients("a").connect(app.url, "websocket"), clients("b").connect(app.url, "websocket"))
+
+    # The third websocket takes the last thread: nobody else is served while the three stay.
+    clients("c").connect(app.url, "websocket")
     with pytest.raises(OSError):
         healthz(app.url, timeout=2)
+
+
+# File descriptors per websocket, by the server that runs the mode. simple-websocket duplicates
+# the socket only on gevent's own server (gevent.pywsgi, which socketio.run starts), whose WSGI
+# environ holds no socket; Werkzeug, eventlet and gunicorn hand it theirs.
+DESCRIPTORS_PER_WEBSOCKET = {"Werkzeug": 1, "gevent": 2, "eventlet.wsgi": 1, "gunicorn": 1}
+WEBSOCKETS = 20
+
+
+@pytest.mark.parametrize(("script", "command", "mode", "server"), SERVERS)
+def test_only_gevents_own_server_duplicates_each_websocket(bench, clients, script, command, mode, server):
+    """A websocket costs gevent's own server two file descriptors; Werkzeug, eventlet and gunicorn one."""
+    app = start_app(bench, script, command=command)
+    at_start = open_descriptors(app.pid)
+
+    for n in range(WEBSOCKETS):
+        clients(f"ws-{n}").connect(app.url, "websocket")
+    # A client is connected once the server has upgraded its socket: its descriptors are all in.
+    per_websocket = (open_descriptors(app.pid) - at_start) / WEBSOCKETS
+    assert round(per_websocket) == DESCRIPTORS_PER_WEBSOCKET[server], per_websocket
+
+
+def open_descriptors(pid: int) -> int:
+    """Open file descriptors of a server and its children (gunicorn's worker, the CPU pool)."""
+    root = psutil.Process(pid)
+    return sum(proc.num_fds() for proc in (root, *root.children(recursive=True)))

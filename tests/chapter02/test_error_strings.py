@@ -57,6 +57,20 @@ def test_socketio_without_async_mode_picks_eventlet_when_it_is_installed(bench, 
     assert (EVENTLET_DEPRECATED in ran.stdout) is (picked == "eventlet"), ran.stdout
 
 
+# -- gunicorn's eventlet worker, gone --------------------------------------------------------------
+
+# What gunicorn says when its worker class cannot be loaded: since 26.0 there is no eventlet worker.
+NO_EVENTLET_WORKER = "Error: class uri 'eventlet' invalid or not found"
+
+
+def test_gunicorn_has_no_eventlet_worker(bench):
+    """`gunicorn -k eventlet`, still in Flask-SocketIO's deployment docs, stops at once: no such worker."""
+    argv = [sys.executable, "-m", "gunicorn", "-k", "eventlet", "-w", "1", "-b", "127.0.0.1:0"]
+    ran = bench.run("gunicorn-eventlet", [*argv, "--chdir", CHAPTER_DIR, "wsgi:app"])
+    assert ran.returncode == 1, ran.stdout
+    assert NO_EVENTLET_WORKER in ran.stdout, ran.stdout
+
+
 # -- Werkzeug outside a terminal ------------------------------------------------------------------
 
 # The chapter's app under threading mode, run as run_threading.py does but without

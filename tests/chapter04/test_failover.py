@@ -2,9 +2,12 @@
 
 What really happens with the chapter's nginx.conf and python-socketio's client:
 
-- The killed instance's connections drop at once (the kernel resets them), so its
-  clients notice at once, and reconnect after python-socketio's backoff (1 s, give or
-  take half: `reconnection_delay`, `randomization_factor`).
+- The kernel closes the killed instance's connections, which are nginx's: the clients
+  are connected to nginx. nginx closes each WebSocket it relayed to the instance, and
+  resends each long-poll GET waiting on it to a survivor, which answers 400 "Invalid
+  session". Either way its clients notice at once (python-socketio: "transport error"),
+  and reconnect after python-socketio's backoff (1 s, give or take half a second:
+  `reconnection_delay`, `randomization_factor`).
 - nginx still hashes them to the dead instance; the connect is refused, and
   `proxy_next_upstream error` sends the request on to the next instance on the ring,
   while `max_fails=1 fail_timeout=10s` keeps the dead one out for 10 s at a time.
@@ -20,9 +23,11 @@ back in.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 
+import psutil
 import pytest
 
 from lab.clients import address_of_user
@@ -61,9 +66,15 @@ def test_clients_of_a_killed_instance_reconnect_through_one_address_to_the_other
     others = [m for m in members if m.instance != victim.name]
     sender = others[0]
 
-    # The crash. Then a tick to everyone every 50 ms until every orphan is back.
+    # The crash. Its clients' connections to the balancer end at once, with no goodbye.
     victim.kill()
     killed = time.monotonic()
+    wait_until(
+        lambda: all(m.client.received("disconnect") for m in orphans), timeout=2, what="every orphan cut off"
+    )
+    assert {reason for m in orphans for reason in m.client.received("disconnect")} == {"transport error"}
+
+    # Then a tick to everyone every 50 ms until every orphan is back.
     sent = 0
 
     def every_orphan_is_back() -> bool:
@@ -129,3 +140,45 @@ def test_clients_of_a_killed_instance_reconnect_through_one_address_to_the_other
     # nginx tries it again once fail_timeout (10 s) has passed since its last failure;
     # HAProxy, once its health check has seen it up.
     wait_until(a_new_client_reaches_it, timeout=15, interval=0.5, what=f"a new client on {victim.name}")
+
+
+def requests_waiting_on(instance) -> int:
+    """Connections open to the instance's port: with one idle polling client, its long-poll GET."""
+    connections = psutil.Process(instance.pid).net_connections("tcp")
+    return sum(
+        1 for c in connections if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == instance.port
+    )
+
+
+def test_nginx_resends_a_long_poll_waiting_on_a_killed_instance_to_a_survivor_which_answers_400(
+    deploy, clients, caplog
+):
+    """nginx resends a long-poll that waited on a killed instance; a survivor answers 400; it reconnects."""
+    deployment = deploy(NGINX)
+    caplog.set_level(logging.WARNING, logger="engineio.client")  # what the client says of each answer
+    client = clients("poller", reconnection=True).connect(deployment.url, "polling")
+    victim = deployment.instance(client.wait_for_event("welcome")["instance"])
+    sid = client.sio.eio.sid
+    # Once it has its count, nothing more is sent to it for 25 s (the ping): its GET waits.
+    client.wait_for_event("online", lambda d: d["count"] == 1)
+    wait_until(
+        lambda: requests_waiting_on(victim) == 1, timeout=5, what="a long-poll waiting on the instance"
+    )
+
+    victim.kill()
+    client.wait_for("a reconnect", lambda c: len(c.received("welcome")) == 2, timeout=RECONNECT_DEADLINE)
+
+    # nginx's error log names the GET the instance took down with it...
+    lost = [
+        line
+        for line in deployment.proxy.log_text().splitlines()
+        if "upstream prematurely closed connection while reading response header from upstream" in line
+    ]
+    assert len(lost) == 1 and 'request: "GET /socket.io/?' in lost[0] and f"sid={sid}&" in lost[0], lost
+    # ...`proxy_next_upstream error` passed it on, and a survivor, which never heard of the session, said so.
+    survivors = [s for s in deployment.instances if s is not victim]
+    assert sum(f"Invalid session {sid}" in s.log_text() for s in survivors) == 1
+    # The client read that 400 as a lost connection, and reconnected to a survivor.
+    assert "Unexpected status code 400 in server response, aborting" in caplog.messages
+    assert client.received("disconnect") == ["transport error"]
+    assert client.received("welcome")[-1]["instance"] != victim.name

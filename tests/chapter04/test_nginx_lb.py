@@ -97,6 +97,25 @@ def test_sticky_balancer_spreads_clients_and_delivers_every_broadcast_once(
         assert upstreams and all(len(seen) == 1 for seen in upstreams.values()), upstreams
 
 
+def test_haproxy_keeps_a_polling_client_on_its_instance_only_if_it_sends_the_cookie_back(
+    deploy, connect_members
+):
+    """Through haproxy.cfg, python-socketio's polling clients keep SERVERID; a cookieless client gets 400."""
+    deployment = deploy(HAPROXY, balancer="haproxy")
+
+    # python-socketio's client keeps cookies (in its requests.Session) and sends them on every poll.
+    members = connect_members(deployment.url, 6, source=address_behind_one_nat, transports=("polling",))
+    assert all(m.client.sio.eio.http.cookies.get("SERVERID") == m.instance for m in members)
+    broadcast_once_to_all(members)
+    no_invalid_sessions(deployment)
+
+    # A client that keeps no cookies: HAProxy deals each of its requests out in turn.
+    sid, answers = polling_session(deployment.url, POLLING_REQUESTS)
+    # expected: the session's next request reaches the instance that opened it;
+    # actual: without SERVERID, HAProxy sends it to the next instance, which never heard of it.
+    assert answers == [(400, f'"Invalid session {sid}"')]
+
+
 # --8<-- [start:long-polling]
 @pytest.mark.parametrize(
     ("config", "sticky"), [(NGINX, True), (ROUND_ROBIN, False)], ids=["chapter", "round-robin"]
@@ -175,6 +194,9 @@ def test_clients_upgrade_to_websocket_only_when_nginx_passes_the_upgrade(
         assert all("transport=websocket" in r.request and r.status == 400 for r in refused), refused
         logs = "".join(s.log_text() for s in deployment.instances)
         assert "Invalid transport for session" in logs
+    # Nothing else: no traceback in any instance, no error in nginx's own log.
+    assert "Traceback" not in "".join(s.log_text() for s in deployment.instances)
+    assert "[error]" not in deployment.proxy.log_text()
 
     # A client that insists on WebSocket cannot connect at all without the headers.
     websocket_only = clients("ws-only", source="127.0.99.1")

@@ -1,4 +1,4 @@
-"""Chapter 04's page in a real headless Chromium, offline, through nginx in front of three instances."""
+"""Chapter 04's page in a real headless Chromium, offline, through a balancer in front of three instances."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lab.processes import wait_until
 pytestmark = pytest.mark.browser
 
 NGINX = "chapters/04_nginx_lb/nginx.conf"
+HAPROXY = "chapters/04_nginx_lb/haproxy.cfg"
 DEADLINE_MS = 10_000
 
 
@@ -52,3 +53,21 @@ def test_page_through_nginx_names_its_instance_and_survives_its_death(deploy, op
     alice.locator("#message-form input[name=text]").fill("still here")
     alice.get_by_role("button", name="Send").click()
     log_line(bob, "alice: still here").wait_for(timeout=DEADLINE_MS)
+
+
+def test_two_browsers_on_one_address_through_haproxy_each_keep_their_own_instance_by_cookie(
+    deploy, open_page
+):
+    """Through HAProxy, two browsers from one address get two instances, each kept by its SERVERID cookie."""
+    deployment = deploy(HAPROXY, balancer="haproxy")
+    # Each page is a browser of its own (its own cookie jar); both come from 127.0.0.1.
+    pages = [open_page(deployment.url + "/"), open_page(deployment.url + "/")]
+
+    instances = []
+    for page in pages:
+        # Its polls and its upgrade reached the instance that opened its session: it is on websocket.
+        page.get_by_test_id("transport").filter(has_text="websocket").wait_for(timeout=DEADLINE_MS)
+        instance = page.get_by_test_id("instance").text_content()
+        assert {c["name"]: c["value"] for c in page.context.cookies()}["SERVERID"] == instance
+        instances.append(instance)
+    assert len(set(instances)) == 2, instances

@@ -17,6 +17,8 @@ from lab.redis_server import start_redis
 
 WEB = CHAPTER05 / "app.py"
 WORKER = CHAPTER05 / "make_celery.py"
+# The dashboard figure's namespace (taskboard.DASHBOARD); the tasks are on "/".
+DASHBOARD = "/dashboard"
 # Short steps: a 5-step report takes about a second.
 STEP_SECONDS = 0.2
 
@@ -40,9 +42,17 @@ class Taskboard:
             self.tokens[user] = response.json()["token"]
         return self.tokens[user]
 
-    def connect(self, user: str, web: int = 0, transport: str = "websocket") -> RecordingClient:
-        """A page of `user` on web instance `web`, connected with its token in `auth`."""
+    def connect(
+        self, user: str, web: int = 0, transport: str = "websocket", dashboard: bool = False
+    ) -> RecordingClient:
+        """A page of `user` on web instance `web`, connected with its token in `auth`.
+
+        With `dashboard`, it joins the dashboard's namespace too, on the same connection, as the
+        page does; what arrives there is recorded with the rest.
+        """
         client = self.make_client(f"{user}-{next(self._labels)}")
+        if dashboard:  # python-socketio connects every namespace that has a handler
+            client.sio.on("*", client._record, namespace=DASHBOARD)
         client.connect(self.webs[web].url, transport, auth={"token": self.token(user)})
         client.wait_for_event("welcome")
         return client

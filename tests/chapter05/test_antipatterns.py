@@ -79,11 +79,15 @@ def test_a_page_that_reconnects_mid_task(start_taskboard, web, gets_result):
     ],
 )
 def test_one_producer_for_the_whole_cluster(start_taskboard, web, beat, producers):
-    """Beat produces each dashboard figure once; a producer per web instance sends one per instance."""
+    """Beat produces each figure once, on /dashboard alone; a producer per web instance, once per instance."""
     board = start_taskboard(web=str(web), workers=1, beat=beat)
-    pages = [board.connect("ann", web=0), board.connect("bob", web=1)]
+    pages = [board.connect("ann", web=0, dashboard=True), board.connect("bob", web=1, dashboard=True)]
+    tasks_only = board.connect("cyd", web=0)  # on "/" alone, as a client that never asked for it
     for page in pages:  # 3 seconds' worth, from every producer there is
         page.wait_for("six figures", lambda client: len(client.received("figure")) >= 6, timeout=15)
+    # The figure goes to the dashboard's namespace: a connection to "/" alone hears none of it.
+    board.barrier(tasks_only)
+    assert tasks_only.received("figure") == []
 
     for page in pages:
         figures = page.received("figure")[:6]

@@ -76,7 +76,8 @@ def test_http_start_reaches_the_user_and_refuses_others(start_taskboard):
     ann.wait_for_event("result", lambda data: data["task"] == task, timeout=15)
     wait_until(lambda: board.state("ann", task) == "SUCCESS", timeout=5, what="SUCCESS in the result backend")
 
-    assert board.http("GET", f"/tasks/{task}", "bob").status_code == 404
+    refused = board.http("GET", f"/tasks/{task}", "bob")
+    assert (refused.status_code, refused.json()) == (404, {"reason": "no such task of yours"})
     assert board.http("POST", f"/tasks/{task}/cancel", "bob").status_code == 404
     no_token = board.http("POST", "/tasks", None, json={"steps": 2})
     assert (no_token.status_code, no_token.json()) == (401, {"reason": "log in first: no token"})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 
+from lab.processes import wait_until
+
 
 def test_a_task_whose_worker_dies_runs_again_and_reports_once(start_taskboard):
     """SIGKILL the process running a task: another runs it again (attempt 2) and the user gets one result."""
@@ -35,7 +37,13 @@ def test_redis_restarted_mid_task(start_taskboard):
     task = ann.call("start", {"steps": steps})["task"]
     ann.wait_for_event("progress", lambda data: data["task"] == task, timeout=10)
 
-    # Redis stops and comes back empty (no persistence): broker, results and queue at once.
+    # Redis stops and comes back empty (no persistence): broker, results and queue at once. It
+    # stays down until a step's cancel check has met it down: the task logs that and goes on.
+    board.bench.stop(board.redis)
+    worker = board.workers[0]
+    wait_until(
+        lambda: "cancel check skipped: Redis unreachable" in worker.log_text(), timeout=10, what="a check"
+    )
     board.bench.restart(board.redis)
     result = ann.wait_for_event("result", lambda data: data["task"] == task, timeout=30)
     board.barrier(ann)

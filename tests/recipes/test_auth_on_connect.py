@@ -9,6 +9,7 @@ undefined) and stops retrying (`socket.active` is false).
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
@@ -26,7 +27,7 @@ RECIPE = "recipes/auth_on_connect/app.py"
 SECRET_KEY = "a-test-key-that-is-not-secret"
 SALT = "socket-auth"  # the recipe's
 KEPT_KEY = {"PRODUCTION": "1", "SECRET_KEY": SECRET_KEY}
-DEADLINE = 20.0  # seconds for a reconnect: python-socketio waits up to 7.5 s between attempts
+DEADLINE = 20.0  # seconds for a reconnect: python-socketio waits up to 5.5 s between attempts
 
 NO_TOKEN = "log in first: no token"
 INVALID = "invalid token"
@@ -226,6 +227,36 @@ def test_without_secret_key_a_restart_voids_every_token_until_the_client_logs_in
     ann.wait_for("a reconnect", lambda c: len(c.received("connect")) == 2, timeout=DEADLINE)
     assert ann.call("whoami") == {"ok": True, "user": "ann", "instance": "app-1"}
     no_traceback(app)
+
+
+def test_a_refused_client_waits_its_delay_cap_plus_up_to_half_a_second_between_attempts(bench, caplog):
+    """python-socketio adds 0.5 s of jitter after its 5 s cap: a refused client retries up to 5.5 s apart."""
+    cap = 0.2  # the default 5 s, shrunk so that the test does not wait it out
+    app = start_app(bench, RECIPE)
+    logger = logging.getLogger("recipe-reconnects")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    sio = socketio.Client(reconnection_delay=cap, reconnection_delay_max=cap, logger=logger)
+    # Long-polling: a refused websocket client takes 3 s to close (see `refusal`).
+    sio.connect(app.url, auth={"token": log_in(app.url, "ann")}, transports=["polling"], wait_timeout=10)
+
+    # A restart with a new random key: every reconnect is refused, and the client keeps trying.
+    app = bench.restart(app)
+    refused = f"refused a connection from 127.0.0.1: {INVALID}"
+    delays: list[float] = []
+
+    def refused_and_waited_past_the_cap() -> bool:
+        delays[:] = [float(d) for d in re.findall(r"new attempt in (-?[\d.]+) seconds", caplog.text)]
+        return refused in app.log_text() and any(delay > cap for delay in delays)
+
+    try:
+        wait_until(
+            refused_and_waited_past_the_cap, timeout=DEADLINE, what="a refusal, and a wait past the cap"
+        )
+    finally:
+        sio.shutdown()
+    factor = sio.randomization_factor  # the default, 0.5: seconds, not a fraction of the delay
+    assert factor == 0.5
+    assert all(cap - factor <= delay <= cap + factor for delay in delays), delays
 
 
 def test_production_refuses_to_start_without_a_secret_key(bench):

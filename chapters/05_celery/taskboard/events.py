@@ -1,4 +1,4 @@
-"""The socket events, as one class-based Namespace: connect, start, cancel."""
+"""The socket events, as class-based Namespaces: the tasks on "/", the dashboard on its own."""
 
 from flask import session
 from flask_socketio import ConnectionRefusedError, Namespace, emit, join_room
@@ -52,3 +52,12 @@ class TaskEvents(Namespace):
 
 
 # --8<-- [end:namespace]
+
+
+# --8<-- [start:dashboard]
+class Dashboard(Namespace):
+    """The live figure's namespace. It has no connect handler, so it lets every connection in,
+    token or not; and no events: the figure comes from beat's task, through the queue (tasks.py)."""
+
+
+# --8<-- [end:dashboard]

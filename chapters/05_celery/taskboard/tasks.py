@@ -11,7 +11,7 @@ from flask import current_app
 from flask_socketio import SocketIO
 from flask_socketio_guard import Refused
 
-from . import MAX_STEPS, MAX_TASKS_PER_USER, STEP_SECONDS, store
+from . import DASHBOARD, MAX_STEPS, MAX_TASKS_PER_USER, STEP_SECONDS, store
 
 STAGES = ("fetching", "crunching", "rendering")
 
@@ -32,9 +32,9 @@ def emitter():
     )
 
 
-def push(event, data, to=None):
-    """Emit from a worker to one room (a user's), or with `to=None` to every client."""
-    emitter().emit(event, data, to=to)
+def push(event, data, to=None, namespace="/"):
+    """Emit from a worker to one room of `namespace` (a user's), or with `to=None` to all of it."""
+    emitter().emit(event, data, to=to, namespace=namespace)
 
 
 # --8<-- [end:emitter]
@@ -139,9 +139,9 @@ def finish(task_id, to, event, data):
 # --8<-- [start:figure]
 @shared_task
 def publish_figure():
-    """The live dashboard figure, sent to every client. Beat calls it once a second: one
-    producer for the whole cluster, however many web instances and workers there are."""
-    push("figure", dashboard_figure(producer="celery beat"))
+    """The live dashboard figure, sent to every page on the dashboard's namespace. Beat calls it
+    once a second: one producer for the whole cluster, however many web instances there are."""
+    push("figure", dashboard_figure(producer="celery beat"), namespace=DASHBOARD)
 
 
 def dashboard_figure(producer):

@@ -1,5 +1,8 @@
 """The page and the HTTP routes, as one blueprint: log in, start and cancel a task over HTTP."""
 
+import sys
+from pathlib import Path
+
 from celery.result import AsyncResult
 from flask import Blueprint, jsonify, render_template, request, send_from_directory
 
@@ -8,11 +11,14 @@ from .auth import NotLoggedIn, issue_token, user_from, user_room
 from .tasks import TaskRefused, cancel_report, key, start_report, validate_steps
 
 bp = Blueprint("taskboard", __name__)
+# The file this process was started with (not sys.argv: runpy changes it), named on the page.
+STARTED_WITH = next((arg for arg in sys.orig_argv[1:] if arg.endswith(".py")), sys.argv[0])
+SERVED_BY = "/".join(Path(STARTED_WITH).resolve().parts[-2:])
 
 
 @bp.get("/")
 def index():
-    return render_template("index.html")
+    return render_template("index.html", served_by=SERVED_BY)
 
 
 @bp.get("/vendor/socket.io.min.js")

@@ -8,7 +8,7 @@ import socket
 
 from gevent import pywsgi
 
-from . import HOST, PORT, socketio
+from . import HOST, INSTANCE_NAME, PORT, socketio
 
 
 # --8<-- [start:serve]
@@ -30,6 +30,7 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 
 def serve(app):
     """socketio.run, which hands `handler_class` on to gevent's WSGIServer."""
+    print(f"{INSTANCE_NAME} starting on http://{HOST}:{PORT}/", flush=True)  # gevent's server says nothing
     socketio.run(app, host=HOST, port=PORT, log_output=False, handler_class=NoDelayHandler)
 
 
