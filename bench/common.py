@@ -219,6 +219,7 @@ def stop_services(services: list[Service]) -> None:
         service.stop()
 
 
+# --8<-- [start:deadline]
 # Deliveries slower than this, after a 10 s grace, count as lost: a step is over at its deadline.
 SLOWEST_DELIVERIES_PER_S = 2000
 
@@ -226,6 +227,9 @@ SLOWEST_DELIVERIES_PER_S = 2000
 def delivery_deadline(budget: Budget, deliveries: int) -> float:
     """Seconds to wait for `deliveries`: 10 plus one per SLOWEST_DELIVERIES_PER_S, within the budget."""
     return min(budget.left() + 5, 10 + deliveries / SLOWEST_DELIVERIES_PER_S)
+
+
+# --8<-- [end:deadline]
 
 
 async def burst_step(

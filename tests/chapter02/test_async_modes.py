@@ -248,8 +248,8 @@ def test_eventlet_max_clients_caps_connections(bench, clients):
 # -- what the "Which mode?" table says of each mode, beyond the chapter's own entry points ---------
 
 
-def test_cpu_work_in_a_threading_handler_stalls_nobody(bench, clients):
-    """Under threading, the CPU-bound twin's loop runs in its own thread: it takes turns, stalls nobody."""
+def test_cpu_work_in_a_threading_handler_slows_others_but_stops_nobody(bench, clients):
+    """Under threading, the CPU-bound twin's loop takes turns for the GIL: others' pings keep coming back."""
     app = start_app(
         bench, CPU_BOUND_HANDLER, command=twin_in_mode(CPU_BOUND_HANDLER, "threading"), env=UNLIMITED
     )

@@ -3,6 +3,7 @@
 - notify.py reaches every client of every instance through the queue, and nobody when the
   instances have no queue (antipatterns/03_no_message_queue.py), saying so as it exits.
 - The online count is pushed at most once a second per instance, however many connect at once.
+- With app.py's defaults, an instance's online set lives 18 s after its last write, no longer.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import math
 import time
 
 import pytest
+import redis
 import requests
 
+from lab.apps import start_app
 from lab.clients import in_parallel
 from lab.processes import wait_until
+from lab.redis_server import start_redis
 
 CHAPTER = "chapters/03_redis_scaling/app.py"
 NO_QUEUE = "antipatterns/03_no_message_queue.py"
@@ -95,3 +99,35 @@ def test_the_online_count_is_pushed_at_most_once_a_second_per_instance(start_clu
         assert min(gaps, default=PUSH_INTERVAL) >= MIN_GAP, (name, gaps)
     for newcomer in newcomers:
         assert len(newcomer.received("online")) <= most, (newcomer.label, newcomer.received("online"))
+
+
+# online.py's ttl, round(3 * (heartbeat_seconds + push_seconds)), with app.py's defaults:
+# HEARTBEAT_SECONDS 5 and ONLINE_PUSH_SECONDS 1.0. The page says a crashed instance's users
+# leave the count within it.
+DEFAULT_TTL = 18
+DEFAULT_HEARTBEAT = 5
+
+
+def test_with_the_defaults_an_instance_online_set_expires_18_seconds_after_its_last_write(
+    bench, clients, monkeypatch
+):
+    """With app.py's defaults, Redis expires an instance's online set 18 s after its last write, no later."""
+    monkeypatch.delenv("HEARTBEAT_SECONDS", raising=False)  # the default, whatever this shell says
+    server = start_redis(bench)
+    app = start_app(bench, CHAPTER, env={"REDIS_URL": server.url})
+    clients("user").connect(app.url)
+    store = redis.Redis.from_url(server.url)
+    key = f"flask-socketio:online:{app.name}"
+
+    # Redis's own word, in milliseconds. Each write (a connect, a heartbeat's rewrite) sets the
+    # TTL in whole seconds; a reading within a second of one shows which: more than 17 s, at most 18.
+    readings: list[int] = []
+
+    def fresh_ttl() -> bool:
+        readings.append(store.pttl(key))
+        return readings[-1] > (DEFAULT_TTL - 1) * 1000
+
+    # The connect's own write, or failing that the next heartbeat's rewrite (plus a turn and slack).
+    wait_until(fresh_ttl, timeout=DEFAULT_HEARTBEAT + 3, interval=0.1, what=f"a fresh TTL on {key}")
+    assert all(0 < ms <= DEFAULT_TTL * 1000 for ms in readings), readings
+    store.close()

@@ -24,6 +24,7 @@ CHAPTER = "chapters/03_redis_scaling/app.py"
 NO_QUEUE = "antipatterns/03_no_message_queue.py"
 COUNTER_IN_MEMORY = "antipatterns/03_counter_in_process_memory.py"
 ROOMS = ("red", "green", "blue")
+NOTIFY_MAX_TEXT = 500  # notify.py's MAX_TEXT
 
 with_and_without_queue = pytest.mark.parametrize(
     ("script", "shared"), [(CHAPTER, True), (NO_QUEUE, False)], ids=["chapter", "no-queue"]
@@ -166,8 +167,11 @@ def test_notify_refuses_bad_input_with_a_reason(bench, clients, run_notify):
     wrong = requests.post(f"{app.url}/notify", json={"text": "hi"}, headers={"Authorization": "Bearer nope"})
     assert (wrong.status_code, wrong.json()["ok"]) == (401, False)
 
-    # The script: an empty text is a usage error (2), an unreachable Redis is 1.
+    # The script: an empty or too long text is a usage error (2), an unreachable Redis is 1.
     assert run_notify(redis.url, "   ").returncode == 2
+    too_long = run_notify(redis.url, "x" * (NOTIFY_MAX_TEXT + 1))
+    assert too_long.returncode == 2
+    assert f'usage: notify.py "text of 1 to {NOTIFY_MAX_TEXT} characters"' in too_long.stdout
     unreachable = run_notify("redis://:hunter2@127.0.0.1:1/0", "hi")
     assert unreachable.returncode == 1
     assert "Redis unreachable at redis://:***@127.0.0.1:1/0" in unreachable.stdout
@@ -194,16 +198,19 @@ def test_post_notify_needs_the_bearer_token_on_the_chapter_and_its_twin(bench, s
     assert (good.status_code, good.json()) == (200, {"ok": True})
 
 
+# The no-queue twin counts in Redis as the chapter does: the count never crosses the queue.
 @pytest.mark.parametrize(
-    ("script", "shared"), [(CHAPTER, True), (COUNTER_IN_MEMORY, False)], ids=["chapter", "counter-in-memory"]
+    ("script", "shared"),
+    [(CHAPTER, True), (NO_QUEUE, True), (COUNTER_IN_MEMORY, False)],
+    ids=["chapter", "no-queue", "counter-in-memory"],
 )
 def test_online_count_is_right_on_every_instance(start_cluster, script, shared):
-    """Every instance and client sees 30 online, then 24 after 6 leave; memory says 10 each, then 7/8/9."""
+    """Every instance and client counts 30, then 24 after 6 leave, queue or not; memory: 10, then 7/8/9."""
     cluster = start_cluster(script)
     names = [service.name for service in cluster.instances]
 
     def expected_reports():
-        """Per instance: the real total (chapter), or only that instance's own clients (antipattern)."""
+        """Per instance: the real total (in Redis), or that instance's own clients only (in memory)."""
         total = len(cluster.members)
         return {name: total if shared else len(cluster.on(name)) for name in names}
 
@@ -225,11 +232,11 @@ def test_online_count_is_right_on_every_instance(start_cluster, script, shared):
                 member.client.wait_for(f"online == {share}", told_share)
                 assert max(d["count"] for d in member.client.received("online")) < total
 
-    check_counts()  # 30 everywhere; the antipattern: 10 / 10 / 10
+    check_counts()  # 30 everywhere; in memory: 10 / 10 / 10
     # Six leave: three from the first instance, two from the second, one from the third.
     on = [cluster.on(name) for name in names]
     cluster.disconnect(on[0][:3] + on[1][:2] + on[2][:1])
-    check_counts()  # 24 everywhere; the antipattern: 7 / 8 / 9
+    check_counts()  # 24 everywhere; in memory: 7 / 8 / 9
     if not shared:
         assert len(set(cluster.reported_online().values())) == len(names), "the instances disagree"
 

@@ -78,7 +78,8 @@ def start_taskboard(bench, clients):
     """Start Redis, web instances, Celery workers and (by default) one beat.
 
     Every process gets the same REDIS_URL and SECRET_KEY: a token signed by one instance
-    is accepted by all, and the workers read the same settings.
+    is accepted by all, and the workers read the same settings. `secret_key=""` leaves
+    SECRET_KEY unset, as a reader who forgot to export it does: each process makes up its own.
     """
 
     def start(
@@ -88,9 +89,10 @@ def start_taskboard(bench, clients):
         worker_app: str = str(WORKER),
         workers: int = 2,
         beat: bool = True,
+        secret_key: str = "chapter-05-tests",
     ) -> Taskboard:
         redis = start_redis(bench)
-        env = {"REDIS_URL": redis.url, "SECRET_KEY": "chapter-05-tests", "STEP_SECONDS": str(STEP_SECONDS)}
+        env = {"REDIS_URL": redis.url, "SECRET_KEY": secret_key, "STEP_SECONDS": str(STEP_SECONDS)}
         # One after the other, from this thread: see lab.processes._die_with_parent.
         started_webs = [start_app(bench, web, name=f"web-{i}", env=env) for i in range(1, webs + 1)]
         started_workers = [

@@ -47,9 +47,10 @@ def test_a_worker_reaches_the_browser_only_through_the_queue(start_taskboard, wo
     [pytest.param(WEB, True, id="chapter"), pytest.param(EMIT_TO_SID, False, id="emit-to-sid")],
 )
 def test_a_page_that_reconnects_mid_task(start_taskboard, web, gets_result):
-    """Progress sent to the requesting sid is lost when the page reconnects; sent to its user's room, not."""
+    """To the asking sid, events miss the page that reconnects and the user's other tab; to the room, not."""
     board = start_taskboard(web=str(web), workers=1, beat=False)
     first = board.connect("ann", web=0)
+    other_tab = board.connect("ann", web=1)  # the same user in another tab, which asked for nothing
     task = first.call("start", {"steps": 10})["task"]
     first.wait_for_event("progress", lambda data: data["task"] == task, timeout=10)
     old_sid = first.sio.get_sid()
@@ -58,14 +59,17 @@ def test_a_page_that_reconnects_mid_task(start_taskboard, web, gets_result):
     assert again.sio.get_sid() != old_sid
 
     wait_until(lambda: board.state("ann", task) == "SUCCESS", timeout=15, what="the task to succeed")
-    board.barrier(again)
+    board.barrier(again, other_tab)
     if gets_result:
         assert len(results_for(again, task)) == 1
         percents = [data["percent"] for data in again.received("progress") if data["task"] == task]
         assert percents and percents[-1] == 100 and percents == sorted(percents)
+        assert len(results_for(other_tab, task)) == 1 and len(other_tab.received("progress")) == 10
     else:
         # expected: the rest of the progress and the result; actual: nothing after the reconnect
         assert results_for(again, task) == [] and again.received("progress") == []
+        # expected: the other tab follows the task too; actual: nothing was ever addressed to it
+        assert results_for(other_tab, task) == [] and other_tab.received("progress") == []
 
 
 # --8<-- [end:reconnect]

@@ -84,20 +84,32 @@ def test_http_start_reaches_the_user_and_refuses_others(start_taskboard):
 
 
 def test_cancel_stops_the_task_and_says_so(start_taskboard):
-    """Cancel stops a running task at its next step: one `failed: cancelled`, no result; owner only."""
+    """Cancel stops a task at its next step, queued or running: `failed: cancelled`, no result; owner only."""
     board = start_taskboard(workers=1, beat=False)
     ann, bob = board.connect("ann"), board.connect("bob")
     task = start(ann, steps=20)
     ann.wait_for_event("progress", lambda data: data["task"] == task, timeout=10)
+    # The worker's one process is busy with `task`: the next waits in the queue. Its owner was
+    # on record before it was queued, so a cancel sent as soon as the ack is back finds it.
+    queued = start(ann, steps=5)
+    assert ann.call("cancel", {"task": queued}) == {"ok": True, "task": queued}
 
     assert bob.call("cancel", {"task": task}) == {"ok": False, "reason": "no such task of yours"}
     assert ann.call("cancel", {"task": task}) == {"ok": True, "task": task}
     failed = ann.wait_for_event("failed", lambda data: data["task"] == task, timeout=10)
     assert failed["reason"] == "cancelled"
-    wait_until(lambda: board.state("ann", task) == "SUCCESS", timeout=5, what="the task to end")
+    failed = ann.wait_for_event("failed", lambda data: data["task"] == queued, timeout=10)
+    assert failed["reason"] == "cancelled"
+    wait_until(
+        lambda: board.state("ann", task) == board.state("ann", queued) == "SUCCESS",
+        timeout=5,
+        what="both tasks to end",
+    )
     board.barrier(ann)
     assert [name for name, _ in events_of(ann, task, *TERMINAL)] == ["failed"]
     assert len(events_of(ann, task, "progress")) < 20
+    assert [name for name, _ in events_of(ann, queued, *TERMINAL)] == ["failed"]
+    assert events_of(ann, queued, "progress") == []  # stopped at its first check, before any step
 
 
 def test_a_failing_task_tells_its_user_why(start_taskboard):
@@ -113,7 +125,7 @@ def test_a_failing_task_tells_its_user_why(start_taskboard):
 
 
 def test_bad_requests_get_a_reason(start_taskboard):
-    """No token, a bad token, bad settings, too many tasks: each is refused with the reason."""
+    """No token, a bad token, bad settings, too many tasks on any instance: each is refused, and told why."""
     board = start_taskboard(workers=1, beat=False)
     assert refusal(board.webs[0].url, auth=None) == {"message": "log in first: no token"}
     assert refusal(board.webs[0].url, auth={"token": "ann"}) == {"message": "invalid token"}
@@ -124,5 +136,14 @@ def test_bad_requests_get_a_reason(start_taskboard):
     assert ann.wait_for_event("error") == {"event": "start", "reason": reason}
     for _ in range(3):
         start(ann, steps=20)
-    refused = ann.call("start", {"steps": 1})
+    # The count is a Redis set, not the instance's memory: ann's page on the other instance is refused.
+    ann_on_web_1 = board.connect("ann", web=1)
+    refused = ann_on_web_1.call("start", {"steps": 1})
     assert refused == {"ok": False, "reason": "you have 3 tasks running already: wait for one"}
+
+
+def test_without_a_shared_secret_key_a_token_from_one_instance_is_invalid_on_the_other(start_taskboard):
+    """SECRET_KEY unset: each instance makes up its own, and one's token is `invalid token` on the other."""
+    board = start_taskboard(workers=0, beat=False, secret_key="")
+    board.connect("ann", web=0)  # the token board.token() got from web 0 lets ann in there
+    assert refusal(board.webs[1].url, auth={"token": board.token("ann")}) == {"message": "invalid token"}

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import sys
 import time
+from typing import Any
 
 import pytest
 import requests
 import socketio
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from lab.apps import start_app
 from lab.browser import log_line
@@ -57,21 +59,27 @@ def connect_as(clients, url: str, name: str, label: str, *, reconnection: bool =
     return client
 
 
+def failed_connect(url: str, auth=None, transports: list[str] | None = None) -> tuple[str, Any]:
+    """Connect, expect it to fail, and return what `connect()` raised and what `connect_error` received."""
+    client = socketio.Client(reconnection=False)
+    received = []
+    client.on("connect_error", lambda data=None: received.append(data))
+    try:
+        with pytest.raises(socketio.exceptions.ConnectionError) as failed:
+            client.connect(url, auth=auth, transports=transports, wait_timeout=5)
+    finally:
+        client.disconnect()
+    [data] = received
+    return str(failed.value), data
+
+
 def refusal(url: str, auth) -> dict:
     """Connect with `auth`, expect a refusal, and return what `connect_error` received.
 
     Long-polling: a refused websocket client takes 3 s to close; the answer is the same.
     """
-    client = socketio.Client(reconnection=False)
-    received = []
-    client.on("connect_error", lambda data=None: received.append(data))
-    try:
-        with pytest.raises(socketio.exceptions.ConnectionError) as refused:
-            client.connect(url, auth=auth, transports=["polling"], wait_timeout=5)
-    finally:
-        client.disconnect()
-    assert str(refused.value) == "One or more namespaces failed to connect: /"
-    [data] = received
+    raised, data = failed_connect(url, auth, transports=["polling"])
+    assert raised == "One or more namespaces failed to connect: /"
     return data
 
 
@@ -137,6 +145,45 @@ def test_token_max_age_comes_from_the_environment(bench, clients):
     ann.sio.connect(app.url, auth={"token": token_signed_ago(10)}, transports=["polling"], wait_timeout=10)
     assert ann.call("whoami") == {"ok": True, "user": "ann", "instance": "app-1"}
     no_traceback(app)
+
+
+def test_an_open_connection_outlives_its_token(bench, clients):
+    """The token is checked at connect only: once too old to connect with, the open connection answers on."""
+    max_age = 2
+    app = start_app(bench, RECIPE, env={**KEPT_KEY, "TOKEN_MAX_AGE": str(max_age)})
+    token = log_in(app.url, "ann")
+    ann = clients("ann")
+    ann.sio.connect(app.url, auth={"token": token}, transports=["websocket"], wait_timeout=10)
+
+    def expired() -> bool:
+        """The server's own check, on the same clock: itsdangerous counts whole seconds."""
+        try:
+            URLSafeTimedSerializer(SECRET_KEY, salt=SALT).loads(token, max_age=max_age)
+        except SignatureExpired:
+            return True
+        return False
+
+    wait_until(expired, timeout=10, what="the token to expire", interval=0.1)
+    assert refusal(app.url, {"token": token}) == {"message": EXPIRED}  # a new connect with it
+
+    assert ann.call("whoami") == {"ok": True, "user": "ann", "instance": "app-1"}
+    assert ann.call("notify_me", {"text": "still in"}) == {"ok": True}
+    ann.wait_for_event("notice", lambda d: d == {"user": "ann", "text": "still in"})
+    no_traceback(app)
+
+
+def test_an_unreachable_server_gives_connect_error_a_string_that_depends_on_the_transport():
+    """Nothing listening: `connect_error` gets `Connection error` on WebSocket, requests' error on polling."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused, and the port stays ours
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        websocket_only = failed_connect(url, transports=["websocket"])
+        polling_first = failed_connect(url)  # the default transports: long-polling, then an upgrade
+
+    assert websocket_only == ("Connection error", "Connection error")
+    raised, data = polling_first
+    assert raised == data and data.startswith("HTTPConnectionPool(host='127.0.0.1'")
+    assert "Max retries exceeded" in data and "Connection refused" in data
 
 
 def test_every_tab_of_a_user_gets_its_notice_and_nobody_else_does(bench, clients):

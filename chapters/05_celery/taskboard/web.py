@@ -17,7 +17,7 @@ class NoDelayHandler(pywsgi.WSGIHandler):
 
     With Nagle's algorithm on, as a new socket has it and pywsgi leaves it, a small write that
     follows another to the same client waits until the client acknowledges the first; and the
-    client's TCP delays that acknowledgement, by 40 ms on Linux. The ack of a `start`, then the
+    client's TCP delays that acknowledgement, by at least 40 ms on Linux. The ack of a `start`, then the
     task's first `progress` a few milliseconds later, is just such a pair. gunicorn sets
     TCP_NODELAY on every socket it listens on (gunicorn/sock.py); pywsgi, eventlet.wsgi and
     Werkzeug do not, so neither does socketio.run.
