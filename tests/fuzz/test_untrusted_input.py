@@ -4,7 +4,8 @@ Hypothesis writes the inputs: event payloads with the wrong types, missing and e
 extra arguments, strings on and over the limits, bytes; raw WebSocket frames and
 long-polling bodies that are almost Engine.IO or Socket.IO packets. Fixed lists add the
 packets known to have broken python-engineio and python-socketio. Throughout, the server
-stays up, writes at most one line per connection and never a traceback, and a bystander
+stays up, writes at most one line per connection and no traceback (but for one race of
+Werkzeug's writer thread, wire.WRITER_CLOSED_RACE, which no client can see), and a bystander
 in its room (`lobby` in a chat, its user's in chapter 05 and the recipe) goes on as before:
 each of its lines comes back once, in order.
 """
@@ -342,6 +343,6 @@ def test_a_post_over_the_size_limit_gets_400_and_closes_the_session(fuzzed):
 
 
 def test_afterwards_the_log_holds_no_traceback_and_the_bystander_still_chats(fuzzed):
-    """Afterwards: no traceback in the log, and the bystander heard each of its lines once, in order."""
+    """Afterwards: no traceback (bar Werkzeug's writer race); the bystander heard each line once, in order."""
     fuzzed.bystander.still_chats()
     fuzzed.log.lines_since(0)  # a traceback written after its own test had checked
