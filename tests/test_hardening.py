@@ -18,11 +18,13 @@ from dataclasses import dataclass
 import pytest
 import requests
 import socketio
+import websocket
 from flask_socketio_guard import DEFAULTS
 
 from lab.apps import healthz, start_app
 from lab.clients import TRANSPORTS, RecordingClient
 from lab.processes import REPO_ROOT, Service, wait_until
+from lab.raw import RAW_TIMEOUT
 from lab.redis_server import start_redis
 from tests.fuzz.wire import largest_frame
 from tests.hostile_apps import APPS, ROOM, App, Door
@@ -329,3 +331,29 @@ def test_a_reconnecting_client_is_in_its_rooms_before_its_first_event(scene, cli
         refused.connect(s.server.url, transports=["polling"], auth=bad_auth)
     assert reasons == [{"message": reason}]
     assert "Traceback" not in s.server.log_text()
+
+
+# The servers the chapters run in production. Werkzeug's development server reads on after a
+# WebSocket, as pywsgi did, and holds the connection until the client closes it.
+PRODUCTION_SERVERS = ("02-gevent", "02-eventlet")
+
+
+@pytest.mark.parametrize("app", [APPS[i] for i in PRODUCTION_SERVERS], ids=PRODUCTION_SERVERS)
+def test_a_websocket_the_server_closes_ends_its_tcp_connection_after_the_close_handshake(scene, app):
+    """RFC 6455 §7.1.1: after the close handshake the server closes the TCP connection first.
+
+    gevent's pywsgi, left to itself, reads on after the WebSocket: a browser's close frame,
+    which comes after the server's, is parsed as the next HTTP request, a stray "Invalid HTTP
+    method" line in the log and a 400 written after the close frame (flask-sock #104).
+    """
+    s = scene(app)
+    with s.door.raw_websocket("closed") as ws:
+        ws.send(GARBAGE["bad-json"])  # the guard closes the connection: one line, one close frame
+        # websocket-client answers the server's close frame with its own, as a browser does.
+        while ws.ws.recv_data(control_frame=True)[0] != websocket.ABNF.OPCODE_CLOSE:
+            pass
+        ws.ws.sock.settimeout(RAW_TIMEOUT)
+        rest = ws.ws.sock.recv(4096)
+    assert rest == b"", f"the server went on after the close handshake: {rest!r}"
+    assert len(malformed_lines(s.server)) == 1, malformed_lines(s.server)
+    assert "Invalid HTTP method" not in s.server.log_text()

@@ -18,7 +18,8 @@ from socketio.packet import EVENT, Packet
 # The HTTP server's own lines about each request: an access line (Werkzeug's, gevent's pywsgi's,
 # eventlet.wsgi's), and the line Werkzeug or pywsgi adds for a request it cannot parse. Any TCP
 # client can cause those with no Socket.IO at all; and after python-engineio has closed a
-# WebSocket, both servers read the client's close frame as a new request and write them too.
+# WebSocket, Werkzeug reads the client's close frame as a new request and writes one too (the
+# guard stops pywsgi doing the same: tests/test_hardening.py, the close handshake).
 HTTP_SERVER_LINE = re.compile(
     r'^\S+ - \S+ \[[^\]]*\] ("[^"]*" \d{3}\b|code \d{3}, message )'
     r"|^<gevent\._socket3\.socket [^>]*>: \(from \('[\d.]+', \d+\)\) "
@@ -50,12 +51,15 @@ class AppLog:
         self.path = path
 
     def mark(self) -> int:
-        return self.path.stat().st_size
+        """The end of the last whole line: a line being written now comes after the mark."""
+        return self.path.read_bytes().rfind(b"\n") + 1
 
     def since(self, mark: int) -> str:
+        """The whole lines written since `mark`: a line may be half written when it is read."""
         with self.path.open("rb") as log:
             log.seek(mark)
-            return log.read().decode(errors="replace")
+            whole, newline, _ = log.read().rpartition(b"\n")
+            return (whole + newline).decode(errors="replace")
 
     def lines_since(self, mark: int) -> list[str]:
         """The lines written since `mark` that a client's input caused; never a traceback.

@@ -302,8 +302,15 @@ class SocketIOGuard:
                     self.close_malformed(eio_sid, error)
                     return bad_request(start_response, BAD_REQUEST)
             environ[REQUEST_MARK] = this_request = object()
+            websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+            answered = []  # the status of the HTTP answer, if the request got one
+
+            def start(status, headers, exc_info=None):
+                answered.append(status)
+                return start_response(status, headers, exc_info)
+
             try:
-                return wsgi_app(environ, start_response)
+                result = wsgi_app(environ, start)
             except (KeyError, ValueError, RecursionError) as error:
                 # What python-engineio lets escape: a WebSocket frame it cannot decode (the
                 # socket is gone, but its session would live on until the ping timeout: a
@@ -312,10 +319,15 @@ class SocketIOGuard:
                 eio_sid = eio_sid or next(iter(opened), None)
                 if eio_sid:
                     self.close_malformed(eio_sid, error)  # silent if that session is closed already
-                if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+                if not websocket:
                     return bad_request(start_response, BAD_REQUEST)
                 # The WebSocket is gone: this is how every WSGI server is told, quietly.
                 raise ConnectionResetError(errno.ECONNRESET, "malformed packet") from None
+            if websocket and ended_on_pywsgi(environ, answered):
+                # gevent's pywsgi would read on, and take the browser's close frame, which comes
+                # after the server's, for its next HTTP request (flask-sock #104).
+                raise ConnectionResetError(errno.ECONNRESET, "the WebSocket has ended")
+            return result
 
         return edge
 
@@ -331,3 +343,14 @@ class SocketIOGuard:
         return body
 
     # --8<-- [end:edge]
+
+
+def ended_on_pywsgi(environ: dict, answered: list[str]) -> bool:
+    """A WebSocket that gevent's pywsgi served has ended; pywsgi cannot tell it from an HTTP answer.
+
+    A refused upgrade gets a 4xx, which must be sent. A WebSocket that ran got no answer, or
+    python-engineio's empty 200 for a session upgraded from long-polling: written after the
+    WebSocket's close frame, it would only be garbage on the wire.
+    """
+    pywsgi = environ.get("SERVER_SOFTWARE", "").startswith("gevent/")
+    return pywsgi and (not answered or answered[-1].startswith("2"))
