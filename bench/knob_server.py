@@ -11,6 +11,8 @@ with none set it serves exactly what run_gevent.py serves:
     KNOB_PING_INTERVAL=5              SocketIO(ping_interval=5): a heartbeat every 5 s, not 25 s
     KNOB_GUARD=off                    the chapter's SocketIOGuard(app, socketio) installs nothing:
                                       the app unguarded, for the guard's cost (bench/guard_cost.py)
+    KNOB_COMPRESSION=on               the guard's SOCKETIO_GUARD_WEBSOCKET_COMPRESSION: a browser's
+                                      offer of per-message deflate is accepted, not struck
     KNOB_PACKAGES=<folder>            where the knobs' packages are (requirements/knobs.txt)
 
 The chapter's own create_app builds the app: SocketIO is swapped, before the chapter is imported,
@@ -32,6 +34,7 @@ JSON = os.environ.get("KNOB_JSON", "flask")
 SERIALIZER = os.environ.get("KNOB_SERIALIZER", "default")
 PING_INTERVAL = os.environ.get("KNOB_PING_INTERVAL")
 GUARD = os.environ.get("KNOB_GUARD", "on")
+COMPRESSION = os.environ.get("KNOB_COMPRESSION", "off")
 
 if os.environ.get("KNOB_PACKAGES"):
     # Appended: the tests' pinned packages, earlier on the path, win over anything found here.
@@ -86,6 +89,14 @@ class KnobbedSocketIO(flask_socketio.SocketIO):
 flask_socketio.SocketIO = KnobbedSocketIO
 if GUARD == "off":
     flask_socketio_guard.SocketIOGuard.init_app = lambda self, app, socketio: None
+elif COMPRESSION == "on":
+    guard_init_app = flask_socketio_guard.SocketIOGuard.init_app
+
+    def init_app_with_compression(self, app, socketio):
+        app.config["SOCKETIO_GUARD_WEBSOCKET_COMPRESSION"] = True
+        guard_init_app(self, app, socketio)
+
+    flask_socketio_guard.SocketIOGuard.init_app = init_app_with_compression
 
 from app import create_app, serve  # noqa: E402
 
@@ -101,7 +112,8 @@ if __name__ == "__main__":
             "json": getattr(socketio.server.packet_class.json, "__name__", "?"),
             "serializer": socketio.server.packet_class.__name__,
             "ping_interval": eio.ping_interval,
-            "guard": "on" if "socketio_guard" in app.extensions else "off",
+            "guard": "on" if (guard := app.extensions.get("socketio_guard")) else "off",
+            "compression": "on" if not guard or guard.config["WEBSOCKET_COMPRESSION"] else "off",
         }
 
     serve(app, socketio)

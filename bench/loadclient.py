@@ -26,10 +26,9 @@ not to be the bottleneck. Neither the `websockets` library (a frame object and a
 callback per frame) nor uvloop (the loop wakes about once a millisecond in a burst)
 came close, when we measured them.
 
-Two options turn the knobs a browser or an app can turn, for the bench's knobs table:
-`deflate=True` offers per-message compression (RFC 7692), as every browser does, and inflates
-what the server compresses; `serializer="msgpack"` speaks python-socketio's msgpack serializer
-(each Socket.IO packet one binary frame, as socket.io-msgpack-parser does in a browser).
+Like a browser, it offers per-message compression (RFC 7692) and inflates what a server that
+agrees compresses; `deflate=False` offers none. `msgpack=` speaks python-socketio's msgpack
+serializer (each Socket.IO packet one binary frame, as socket.io-msgpack-parser does in a browser).
 
 Traffic goes to 127.0.0.0/8 only, and every wait has a deadline.
 """
@@ -455,7 +454,7 @@ class LoadClient:
     `keep_events` records every event's payload per connection (for correctness tests, not load);
     `answer_heartbeats=False` leaves the server's pings unanswered (to show that it matters);
     `text_padding` lengthens each broadcast's text by that many characters;
-    `deflate` offers per-message compression, as browsers do;
+    `deflate` offers per-message compression, as every browser does (False: no offer);
     `msgpack` (the msgpack module) speaks python-socketio's msgpack serializer instead of JSON.
     """
 
@@ -469,7 +468,7 @@ class LoadClient:
         keep_events: bool = False,
         answer_heartbeats: bool = True,
         text_padding: int = 0,
-        deflate: bool = False,
+        deflate: bool = True,
         msgpack: ModuleType | None = None,
     ):
         self.servers = [_server_address(one) for one in ([url] if isinstance(url, str) else url)]

@@ -3,12 +3,13 @@
 A row whose knob silently did not take would be measured as the baseline and published as a
 finding. So each row's server is asked what it runs with, and the lean client, which the bench
 trusts to count, must count every delivery in the row's protocol: msgpack binary packets, and
-compressed frames once the server agrees to per-message deflate.
+compressed frames where the server agrees to the per-message deflate every browser offers.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -22,6 +23,7 @@ BASELINE = {
     "serializer": "Packet",
     "ping_interval": 25,
     "guard": "on",
+    "compression": "off",
 }
 # What each row's server must report at /knobs: the baseline with one thing changed.
 IN_FORCE = {
@@ -29,7 +31,7 @@ IN_FORCE = {
     "gevent-websocket": {"websocket": "gevent-websocket"},
     "orjson": {"json": "Orjson"},
     "msgpack": {"serializer": "MsgPackPacket"},
-    "deflate": {},  # the client's knob: the server is the baseline
+    "deflate": {"compression": "on"},
 }
 CLIENTS = 10
 
@@ -64,13 +66,16 @@ def test_each_row_runs_its_knob_and_the_load_client_counts_every_delivery_in_it(
     assert get_json(f"{server.url}/knobs") == {**BASELINE, **IN_FORCE[key]}
     inflating, unexpected = asyncio.run(_count_every_delivery(server.url, knobs.client_options(knob)))
     assert unexpected == 0
-    # Compressed frames are read only where the server agreed to compress (simple-websocket does).
-    assert inflating == [knob.deflate] * CLIENTS
+    # Every row's client offers compression; it is agreed to only where the guard lets the offer through.
+    assert inflating == [knob.compression] * CLIENTS
 
 
 def test_gevent_websocket_never_agrees_to_per_message_deflate(bench, packages):
-    """gevent-websocket turns down the per-message deflate a browser offers: its frames stay uncompressed."""
-    server = knobs.start_row(bench, "gevent-websocket", knobs.KNOBS["gevent-websocket"])
+    """gevent-websocket turns down a browser's per-message deflate, even with the guard's compression on."""
+    knob = knobs.KNOBS["gevent-websocket"]
+    compression_on = replace(knob, env={**knob.env, "KNOB_COMPRESSION": "on"})
+    server = knobs.start_row(bench, "gevent-websocket", compression_on)
+    assert get_json(f"{server.url}/knobs")["compression"] == "on"
     inflating, unexpected = asyncio.run(_count_every_delivery(server.url, {"deflate": True}))
     assert inflating == [False] * CLIENTS and unexpected == 0
 
@@ -83,10 +88,17 @@ def test_the_gunicorn_row_serves_the_chapters_production_command(bench):
 
 
 @pytest.mark.browser
-def test_a_browser_page_gets_per_message_deflate_from_the_chapter_unasked(bench, open_page):
-    """Chromium's WebSocket to chapter 02's gevent page comes up compressed: the deflate row's case."""
-    app = start_app(bench, "chapters/02_async_modes/run_gevent.py")
+@pytest.mark.parametrize("compression", ["off", "on"], ids=["as-the-chapter-ships", "compression-on"])
+def test_a_browsers_websocket_to_the_chapter_comes_up_uncompressed_unless_compression_is_on(
+    bench, open_page, compression
+):
+    """Chromium offers per-message deflate; chapter 02's gevent page refuses it, as the guard ships."""
+    if compression == "on":
+        app = start_app(bench, knobs.KNOB_SERVER, env={"KNOB_COMPRESSION": "on"})
+    else:
+        app = start_app(bench, "chapters/02_async_modes/run_gevent.py")
     page = open_page(app.url + "/")
     page.get_by_test_id("transport").filter(has_text="websocket").wait_for(timeout=10_000)
     # The WebSocket's `extensions`: what the server agreed to of what the browser offered.
-    assert "permessage-deflate" in page.evaluate("socket.io.engine.transport.ws.extensions")
+    agreed = page.evaluate("socket.io.engine.transport.ws.extensions")
+    assert agreed.startswith("permessage-deflate") if compression == "on" else agreed == "", agreed

@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 import socketio
+import websocket
 from flask import Flask
 from flask_socketio import SocketIO
 from flask_socketio_guard import DEFAULTS, Refused, SocketIOGuard, require, secret
@@ -341,6 +342,30 @@ def test_an_origin_rule_of_the_apps_own_is_kept(serve):
     handshake = server.url + "/socket.io/?EIO=4&transport=polling"
     answer = requests.get(handshake, headers={"Origin": "http://anyone.example"}, timeout=DEADLINE)
     assert answer.status_code == 200
+
+
+# What a browser offers, byte for byte (Chromium and Firefox): per-message deflate, RFC 7692.
+BROWSERS_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+
+
+def agreed_extensions(url: str) -> str:
+    """The extensions the server agrees to when a client offers what a browser offers."""
+    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    ws = websocket.create_connection(ws_url, timeout=DEADLINE, header=[BROWSERS_OFFER])
+    try:
+        return ws.getheaders().get("sec-websocket-extensions", "")
+    finally:
+        ws.close(timeout=1)
+
+
+@pytest.mark.parametrize("compression", [False, True], ids=["default", "WEBSOCKET_COMPRESSION"])
+def test_a_browsers_offer_of_per_message_deflate_is_struck_unless_compression_is_on(serve, compression):
+    app = Flask(__name__)
+    app.config["SOCKETIO_GUARD_WEBSOCKET_COMPRESSION"] = compression
+    socketio_ = SocketIO(app, async_mode="threading")
+    SocketIOGuard(app, socketio_)
+    agreed = agreed_extensions(serve((app, socketio_)).url)
+    assert agreed.startswith("permessage-deflate") if compression else agreed == "", agreed
 
 
 # Installing ---------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ connection, and nobody else notices:
   MAX_EVENT_BYTES or with a packet type no client sends: one log line, the connection closed
   at once, its rooms left at once (no ghost until the ping timeout);
 - a request under a Host name not in TRUSTED_HOSTS (DNS rebinding): 400;
-- a page of another origin than the app's own or ALLOWED_ORIGINS: refused by python-engineio.
+- a page of another origin than the app's own or ALLOWED_ORIGINS: refused by python-engineio;
+- a browser's offer of per-message deflate: struck, unless WEBSOCKET_COMPRESSION is True.
 
 Settings live in `app.config`, under the prefix SOCKETIO_GUARD_ (see DEFAULTS). The manual,
 with the words each side sees and the test behind each, is the cookbook's hardening page.
@@ -53,6 +54,10 @@ DEFAULTS: dict[str, Any] = {
     "SOCKETIO_GUARD_OPEN_PATHS": ["/healthz"],
     # Origins besides the app's own whose pages may connect (scheme://host:port).
     "SOCKETIO_GUARD_ALLOWED_ORIGINS": [],
+    # Per-message deflate (RFC 7692) on WebSockets. Every browser offers it, and simple-websocket
+    # accepts any offer: a compressor per connection, for chat-sized messages. False strikes the
+    # offer from the request, and the WebSocket comes up uncompressed.
+    "SOCKETIO_GUARD_WEBSOCKET_COMPRESSION": False,
 }
 # --8<-- [end:defaults]
 
@@ -303,6 +308,9 @@ class SocketIOGuard:
                     return bad_request(start_response, BAD_REQUEST)
             environ[REQUEST_MARK] = this_request = object()
             websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+            if websocket and not config["WEBSOCKET_COMPRESSION"]:
+                # Read from here by simple-websocket and eventlet alike (gevent-websocket never agrees).
+                environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
             answered = []  # the status of the HTTP answer, if the request got one
 
             def start(status, headers, exc_info=None):
