@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import queue
 
 import requests
 
@@ -140,6 +142,24 @@ def test_bad_requests_get_a_reason(start_taskboard):
     ann_on_web_1 = board.connect("ann", web=1)
     refused = ann_on_web_1.call("start", {"steps": 1})
     assert refused == {"ok": False, "reason": "you have 3 tasks running already: wait for one"}
+
+
+def test_a_page_told_its_task_ended_can_start_the_next_at_once(start_taskboard):
+    """A task leaves its user's quota before its `result` goes out: a page at 3 tasks starts one more then."""
+    board = start_taskboard(workers=1, beat=False)
+    ann = board.connect("ann")
+    answers: queue.Queue = queue.Queue()
+    started = itertools.count()
+
+    def start_the_next(data):  # the page's move, made as soon as the event is read
+        if next(started) < 3:
+            ann.sio.emit("start", {"steps": 1}, callback=answers.put)
+
+    ann.sio.on("result", start_the_next)
+    for _ in range(3):
+        start(ann, steps=1)  # the quota, full
+    got = [answers.get(timeout=15) for _ in range(3)]
+    assert all(answer["ok"] for answer in got), got
 
 
 def test_without_a_shared_secret_key_a_token_from_one_instance_is_invalid_on_the_other(start_taskboard):

@@ -63,10 +63,12 @@ def start_report(user, to, steps, fail_at=None):
     if store.scard(running) >= MAX_TASKS_PER_USER:
         raise TaskRefused(f"you have {MAX_TASKS_PER_USER} tasks running already: wait for one")
     task_id = str(uuid.uuid4())  # chosen here, so its owner is on record before it can run
-    # Who owns it, for cancel; kept an hour, like Celery's own results.
-    store.set(key(task_id, "user"), user, ex=3600)
-    store.sadd(running, task_id)
-    store.expire(running, 3600)
+    # Who owns it, for cancel; kept an hour, like Celery's own results. One round trip, not three.
+    with store.pipeline(transaction=False) as pipe:
+        pipe.set(key(task_id, "user"), user, ex=3600)
+        pipe.sadd(running, task_id)
+        pipe.expire(running, 3600)
+        pipe.execute()
     build_report.apply_async((to, steps, fail_at), task_id=task_id)
     return task_id
 
@@ -90,8 +92,10 @@ def build_report(self, to, steps, fail_at=None):
     progress repeats, with attempt 2, and `finish` makes sure only one result goes out.
     """
     task_id = self.request.id
-    attempt = store.incr(key(task_id, "runs"))
-    store.expire(key(task_id, "runs"), 3600)
+    with store.pipeline(transaction=False) as pipe:  # one round trip, not two
+        pipe.incr(key(task_id, "runs"))
+        pipe.expire(key(task_id, "runs"), 3600)
+        attempt = pipe.execute()[0]
     worker = {"worker": self.request.hostname, "pid": os.getpid(), "attempt": attempt}
     try:
         for step in range(1, steps + 1):
@@ -125,9 +129,15 @@ def finish(task_id, to, event, data):
 
     SET NX is the idempotency key: a run that gets here after another one did sends nothing.
     """
-    if store.set(key(task_id, "finished"), event, nx=True, ex=3600):
+    with store.pipeline(transaction=False) as pipe:  # one round trip, not two
+        pipe.set(key(task_id, "finished"), event, nx=True, ex=3600)
+        pipe.get(key(task_id, "user"))
+        first, user = pipe.execute()
+    if first:
+        # Out of its user's running tasks before the page hears it ended: a page that starts the
+        # next task on this event must not find it still counted against the quota.
+        store.srem(running_key(user or ""), task_id)
         push(event, {"task": task_id, **data}, to=to)
-        store.srem(running_key(store.get(key(task_id, "user")) or ""), task_id)
         if event == "result":
             store.incr("taskboard:done")
     return {"event": event, **data}
