@@ -13,6 +13,11 @@ with none set it serves exactly what run_gevent.py serves:
                                       the app unguarded, for the guard's cost (bench/guard_cost.py)
     KNOB_COMPRESSION=on               the guard's SOCKETIO_GUARD_WEBSOCKET_COMPRESSION: a browser's
                                       offer of per-message deflate is accepted, not struck
+    KNOB_GC=freeze                    gc.freeze() once the app is built, before it serves: what
+                                      start-up allocated is never scanned again
+    KNOB_GC=thresholds                that, and gc.set_threshold(*GC_THRESHOLDS): collections far
+                                      rarer, so the long full ones stop the event loop less often
+    KNOB_MAX_TEXT=<characters>        the chapter's MAX_TEXT (500): the bench's larger payloads
     KNOB_PACKAGES=<folder>            where the knobs' packages are (requirements/knobs.txt)
 
 The chapter's own create_app builds the app: SocketIO is swapped, before the chapter is imported,
@@ -24,8 +29,11 @@ from gevent import monkey
 
 monkey.patch_all()  # first, as in run_gevent.py
 
-import os  # noqa: E402  (after patching, on purpose)
+import collections  # noqa: E402  (after patching, on purpose)
+import gc  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "02_async_modes"
@@ -35,6 +43,11 @@ SERIALIZER = os.environ.get("KNOB_SERIALIZER", "default")
 PING_INTERVAL = os.environ.get("KNOB_PING_INTERVAL")
 GUARD = os.environ.get("KNOB_GUARD", "on")
 COMPRESSION = os.environ.get("KNOB_COMPRESSION", "off")
+GC = os.environ.get("KNOB_GC", "default")
+MAX_TEXT = os.environ.get("KNOB_MAX_TEXT")
+# Python's defaults are (700, 10, 10): a young collection every 700 allocations net, a full one
+# every 100 young ones (when the long-lived objects have grown by a quarter since the last).
+GC_THRESHOLDS = (50_000, 20, 100)
 
 if os.environ.get("KNOB_PACKAGES"):
     # Appended: the tests' pinned packages, earlier on the path, win over anything found here.
@@ -47,6 +60,7 @@ sys.path.insert(0, str(CHAPTER))
 
 import flask_socketio  # noqa: E402
 import flask_socketio_guard  # noqa: E402
+from flask import request  # noqa: E402
 
 
 def orjson_module():
@@ -98,10 +112,52 @@ elif COMPRESSION == "on":
 
     flask_socketio_guard.SocketIOGuard.init_app = init_app_with_compression
 
+import app as chapter  # noqa: E402
 from app import create_app, serve  # noqa: E402
+
+if MAX_TEXT:
+    chapter.MAX_TEXT = int(MAX_TEXT)  # read by the handlers at each call
+
+
+class Collections:
+    """Each garbage collection's generation and pause, from gc.callbacks: where a tail may come from."""
+
+    def __init__(self):
+        self.pauses = {0: [], 1: [], 2: []}  # milliseconds, per generation
+        # The older generations' collections as they happened: (start, generation, ms), the start
+        # on CLOCK_MONOTONIC, the clock the load client's perf_counter reads on Linux too.
+        self.events = collections.deque(maxlen=2000)
+        self._started = None
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase, info):
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            ms = (time.perf_counter() - self._started) * 1000
+            self.pauses[info["generation"]].append(ms)
+            if info["generation"]:
+                self.events.append((round(self._started, 4), info["generation"], round(ms, 2)))
+
+    def report(self):
+        return {
+            str(gen): {
+                "count": len(ms),
+                "total_ms": round(sum(ms), 1),
+                "longest_ms": round(max(ms, default=0), 2),
+            }
+            for gen, ms in self.pauses.items()
+        } | {"events": list(self.events)}
+
 
 if __name__ == "__main__":
     app, socketio = create_app("gevent")
+    if GC in ("freeze", "thresholds"):
+        gc.collect()
+        gc.freeze()
+    if GC == "thresholds":
+        gc.set_threshold(*GC_THRESHOLDS)
+    collected = Collections()  # from here on: the collections serving causes
 
     @app.get("/knobs")
     def knobs():
@@ -114,6 +170,18 @@ if __name__ == "__main__":
             "ping_interval": eio.ping_interval,
             "guard": "on" if (guard := app.extensions.get("socketio_guard")) else "off",
             "compression": "on" if not guard or guard.config["WEBSOCKET_COMPRESSION"] else "off",
+            "gc": GC if gc.get_freeze_count() else "default",
+            "max_text": chapter.MAX_TEXT,
         }
+
+    @app.get("/gc")
+    def garbage_collections():
+        """The collections since start, per generation: how many, their total and longest pause.
+
+        `?collect=2` runs a full collection first: the tests' way to make one happen.
+        """
+        if request.args.get("collect") == "2":
+            gc.collect(2)
+        return collected.report()
 
     serve(app, socketio)

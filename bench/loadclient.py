@@ -190,6 +190,7 @@ class LeanConnection:
         self._ready = False  # the open packet is in: packets go to the fleet
         self._buffer = bytearray()  # an incomplete frame (or response head), kept between reads
         self._need = 0  # bytes the buffer must hold before it is worth parsing again
+        self.wire_bytes = 0  # every byte read from the server, HTTP upgrade and frames alike
         self._fragments: list[bytes] | None = None  # a fragmented text message being assembled
         self._unsent = bytearray()  # what the socket would not take yet
         self._inflater: Any = None  # zlib's decompressor, when the server accepted per-message deflate
@@ -206,6 +207,7 @@ class LeanConnection:
 
     # --8<-- [start:frames]
     def data_received(self, data: bytes) -> None:
+        self.wire_bytes += len(data)
         buffer = self._buffer
         if buffer:
             buffer += data
@@ -453,7 +455,7 @@ class LoadClient:
     `concurrency` bounds the handshakes in flight (a threading server drops a storm);
     `keep_events` records every event's payload per connection (for correctness tests, not load);
     `answer_heartbeats=False` leaves the server's pings unanswered (to show that it matters);
-    `text_padding` lengthens each broadcast's text by that many characters;
+    `texts`: broadcast n's text is `#n#` then texts[n % len(texts)] (what it carries, for its size);
     `deflate` offers per-message compression, as every browser does (False: no offer);
     `msgpack` (the msgpack module) speaks python-socketio's msgpack serializer instead of JSON.
     """
@@ -467,7 +469,7 @@ class LoadClient:
         connect_timeout: float = 10.0,
         keep_events: bool = False,
         answer_heartbeats: bool = True,
-        text_padding: int = 0,
+        texts: Sequence[str] = (),
         deflate: bool = True,
         msgpack: ModuleType | None = None,
     ):
@@ -480,7 +482,9 @@ class LoadClient:
         self.keep_events = keep_events
         self.answer_heartbeats = answer_heartbeats
         self.heartbeats = 0  # server pings answered
-        self.padding = "." * text_padding
+        self.texts = list(texts)
+        # The same texts as JSON string contents, for the packets written by hand.
+        self._texts_json = [json.dumps(text)[1:-1] for text in self.texts]
         self.deflate = deflate
         self.msgpack = msgpack
         self.connections: list[LeanConnection] = []  # joined the namespace, in order
@@ -765,10 +769,13 @@ class LoadClient:
         self.delivered.append(0)
         self._outstanding += expected
         self.sent_at.append(time.perf_counter())
+        which = seq % len(self.texts) if self.texts else None
         if self.msgpack:
-            self._send_event(sender, ["broadcast", {"text": f"#{seq}#{self.padding}"}])
+            text = self.texts[which] if which is not None else ""
+            self._send_event(sender, ["broadcast", {"text": f"#{seq}#{text}"}])
         else:
-            sender.send(f'42["broadcast",{{"text":"#{seq}#{self.padding}"}}]')
+            text = self._texts_json[which] if which is not None else ""
+            sender.send(f'42["broadcast",{{"text":"#{seq}#{text}"}}]')
         return seq
 
     async def wait_delivered(self, timeout: float) -> bool:

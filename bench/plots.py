@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ def _figure(title: str, xlabel: str, ylabel: str, machine: dict[str, Any]):
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
+    _machine_line(fig, machine)
+    return fig, ax
+
+
+def _machine_line(fig, machine: dict[str, Any]) -> None:
+    """Which machine the figure was measured on, in small print at the bottom."""
     fig.text(
         0.01,
         0.01,
@@ -38,7 +45,6 @@ def _figure(title: str, xlabel: str, ylabel: str, machine: dict[str, Any]):
         fontsize=7,
         color="gray",
     )
-    return fig, ax
 
 
 def _plain_log(axis) -> None:
@@ -234,12 +240,18 @@ def celery_tasks(record: dict[str, Any], out: Path) -> list[Path]:
     written = []
 
     samples = record.get("latency", {}).get("samples_ms", {})
+    # The reference, bench/celery_reference: the same path with none of the chapter (older runs lack it).
+    reference = (record.get("latency", {}).get("reference") or {}).get("samples_ms", {})
     fig, ax = _figure("No-op Celery task, one at a time: share of tasks done by", "ms", "", machine)
-    for key, label, color in (
-        ("start_to_ack", "`start` to its ack (queued)", "tab:gray"),
-        ("start_to_result", "`start` to `result` at the page", "tab:blue"),
+    for values, label, color in (
+        (samples.get("start_to_ack", []), "`start` to its ack (queued)", "tab:gray"),
+        (samples.get("start_to_result", []), "`start` to `result` at the page", "tab:blue"),
+        (
+            reference.get("start_to_result", []),
+            "the reference, no chapter code: `start` to `result`",
+            "tab:green",
+        ),
     ):
-        values = samples.get(key, [])
         if values:
             shares = [(i + 1) / len(values) for i in range(len(values))]
             ax.step(values, shares, where="post", color=color, label=label)
@@ -263,3 +275,51 @@ def celery_tasks(record: dict[str, Any], out: Path) -> list[Path]:
     written.append(out / "05-throughput.png")
     _save(fig, written[-1])
     return written
+
+
+def knobs(record: dict[str, Any], out: Path) -> list[Path]:
+    """The knobs' timeline: each broadcast round at the largest step, against the collections."""
+    clients = str(max(record["settings"]["client_steps"]))
+    rows = [(key, row) for key, row in record["rows"].items() if row.get("gc") and key in TIMELINE_ROWS]
+    if not rows:
+        return []
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 2.4 * len(rows) + 0.8), dpi=110, sharex=True)
+    axes = list(axes) if len(rows) > 1 else [axes]
+    for ax, (key, row) in zip(axes, rows, strict=True):
+        at = row["steps"][clients].get("rounds_at", [])
+        if len(at) < 2:
+            continue
+        start, end = at[0], at[-1]
+        spans = list(itertools.pairwise(at))
+        lengths = [(b - a) * 1000 for a, b in spans]
+        ax.bar(
+            [a - start for a in at[:-1]],
+            lengths,
+            width=[b - a for a, b in spans],
+            align="edge",
+            color="tab:blue",
+            alpha=0.7,
+            label="one broadcast to every client (ms)",
+        )
+        for began, generation, ms in row["gc"].get("events", []):
+            if start <= began <= end:
+                ax.axvspan(
+                    began - start,
+                    began - start + ms / 1000,
+                    color="tab:red" if generation == 2 else "tab:orange",
+                    alpha=0.35 if generation == 2 else 0.25,
+                    lw=0,
+                )
+        ax.set_title(
+            f"{key}: {len(lengths)} broadcasts one at a time to {int(clients):,} clients", fontsize=9
+        )
+        ax.set_ylabel("ms")
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel("seconds since the first broadcast (red: full collections; orange: generation 1)")
+    _machine_line(fig, record["machine"])
+    path = out / "knobs-gc-timeline.png"
+    _save(fig, path)
+    return [path]
+
+
+TIMELINE_ROWS = ("baseline", "gc-thresholds")

@@ -160,12 +160,12 @@ def test_report_only_rewrites_the_summary_and_the_plots_starting_nothing(monkeyp
 
 
 def test_every_bench_module_names_its_plots_and_headline_figures():
-    """--report-only can redraw every chapter: each module names its plot function (suite and knobs: none)."""
+    """--report-only can redraw every chapter: each module names its plot function (suite and guard: none)."""
     from bench.__main__ import REPORTS
 
     for chapter, module in REPORTS.items():
         assert callable(module.headline), chapter
-        assert (module.PLOT is None) == (chapter in ("suite", "knobs", "guard")), chapter
+        assert (module.PLOT is None) == (chapter in ("suite", "guard")), chapter
 
 
 def test_headline_figures_read_from_every_stored_record():

@@ -9,6 +9,8 @@ compressed frames where the server agrees to the per-message deflate every brows
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -24,6 +26,8 @@ BASELINE = {
     "ping_interval": 25,
     "guard": "on",
     "compression": "off",
+    "gc": "default",
+    "max_text": 500,
 }
 # What each row's server must report at /knobs: the baseline with one thing changed.
 IN_FORCE = {
@@ -32,6 +36,8 @@ IN_FORCE = {
     "orjson": {"json": "Orjson"},
     "msgpack": {"serializer": "MsgPackPacket"},
     "deflate": {"compression": "on"},
+    "gc-freeze": {"gc": "freeze"},
+    "gc-thresholds": {"gc": "thresholds"},
 }
 CLIENTS = 10
 
@@ -102,3 +108,40 @@ def test_a_browsers_websocket_to_the_chapter_comes_up_uncompressed_unless_compre
     # The WebSocket's `extensions`: what the server agreed to of what the browser offered.
     agreed = page.evaluate("socket.io.engine.transport.ws.extensions")
     assert agreed.startswith("permessage-deflate") if compression == "on" else agreed == "", agreed
+
+
+def in_a_thread(function, *args):
+    """Run a bench stage (it starts its own event loop) away from a browser test's loop in this thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function, *args).result()
+
+
+SMALL = replace(
+    knobs.QUICK, pair_clients=10, pairs=2, pair_deliveries=200, wire_clients=5, wire_broadcasts=10
+)
+
+
+def test_a_pair_serves_both_sides_at_once_and_bursts_on_each_in_turn(bench, packages):
+    """A knobs-table verdict's pairs: both servers up, bursts in turns (AB, BA), every delivery counted."""
+    found = in_a_thread(knobs._pair, bench, "baseline", "gc-freeze", SMALL, knobs.common.Budget(60))
+    assert "broke" not in found, found
+    assert [pair["first"] for pair in found["pairs"]] == ["against", "row"]
+    assert found["deliveries_per_burst"] == 200 and found["confidence"] == 1.0  # two pairs: no bound
+
+
+def test_compression_reads_fewer_bytes_per_delivery_only_where_it_is_on(bench, packages):
+    """The wire table's payloads: every delivery counted, and compressed only with the guard's setting on."""
+    found = in_a_thread(knobs._wire, bench, SMALL, knobs.common.Budget(60))
+    for payload in knobs.PAYLOADS:
+        off, on = found[payload]["off"], found[payload]["on"]
+        assert (off["compressed"], on["compressed"]) == (False, True), found
+        assert on["bytes_per_delivery"] < off["bytes_per_delivery"], found
+
+
+def test_the_knob_server_reports_each_older_collection_on_the_clients_clock(bench, packages):
+    """/gc gives each generation 1 and 2 collection's start on the clock the load client's rounds use."""
+    server = knobs.start_row(bench, "gc", knobs.KNOBS["baseline"])
+    before = time.perf_counter()
+    assert get_json(f"{server.url}/gc?collect=2")
+    events = get_json(f"{server.url}/gc")["events"]
+    assert any(generation == 2 and before <= began <= time.perf_counter() for began, generation, _ in events)
