@@ -8,7 +8,12 @@ Each page is python-socketio's client, logged in through POST /login as its own 
 
 - Latency: one worker (concurrency 1). No-op reports are started one at a time by two
   pages, one on each web instance, taking turns; each is timed from the `start` emit to
-  its ack (the task is queued) and to its `result` event at the page. p50/p99/max.
+  its ack (the task is queued) and to its `result` event at the page. p50/p99/max. Beside
+  it, in the same run, the reference (bench/celery_reference/web.py): the same path with
+  none of the chapter's code, one web instance, one worker, a Redis of its own, driven by
+  the same pages and the same count. The two take turns in blocks, so the machine's drift
+  over the scenario falls on both: the chapter's p50 minus the reference's is what the
+  chapter's own code and its second web instance add to a task.
 - Tasks per second: 1 worker, 2 workers, and 2 workers of concurrency 2 when the machine
   has two cores or more. Many users keep at most two tasks in flight each (the chapter
   allows three per user, and a finished task leaves that count just after its result goes
@@ -19,7 +24,9 @@ Each page is python-socketio's client, logged in through POST /login as its own 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import statistics
 import sys
 import threading
 import time
@@ -28,22 +35,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-import socketio
 from tqdm import tqdm
 
-from bench import common, plots, report
+from bench import common, plots, report, stats
 from bench.loadclient import latency_summary
+from bench.task_pages import PAGE_ERRORS, Page, Timing, close_pages, open_pages
 from lab.apps import start_app
 from lab.celery_workers import CHAPTER05, start_worker
-from lab.clients import in_parallel
-from lab.processes import LabBench, Service, ServiceFailed
+from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 from lab.redis_server import start_redis
 
 NAME = "05-celery"  # docs/bench/<NAME>.json
 PLOT = plots.celery_tasks  # its figures, drawn again by --report-only
 WEB = CHAPTER05 / "app.py"
 WORKER_APP = CHAPTER05 / "make_celery.py"
-NO_OP = {"steps": 1}  # with STEP_SECONDS=0: one progress event, then the result, no sleep
+# The yardstick: a web instance and a worker with none of the chapter (web.py says what it leaves out).
+WEB_REFERENCE = REPO_ROOT / "bench" / "celery_reference" / "web.py"
+WORKER_REFERENCE = REPO_ROOT / "bench" / "celery_reference" / "tasks.py"
+LATENCY_WORKERS = (1, 1)  # the latency scenario's workers x processes, the chapter's and the reference's
 # Not in common.PACKAGES: only this chapter runs them.
 CELERY_PACKAGES = ("celery", "kombu")
 
@@ -59,10 +68,11 @@ class Settings:
     worker_setups: tuple[tuple[int, int], ...]  # (workers, processes each)
     total_seconds: float
     latency_target_ms: float = 5.0  # the issue's target for p50, end to end
+    latency_block: int = 20  # tasks in a row on one side (chapter or reference) before the other's turn
 
 
 FULL = Settings(2, 300, 20, 400, 32, 2, ((1, 1), (2, 1), (2, 2)), 170)
-QUICK = Settings(2, 30, 5, 60, 8, 2, ((1, 1), (2, 1), (2, 2)), 60)
+QUICK = Settings(2, 30, 5, 60, 8, 2, ((1, 1), (2, 1), (2, 2)), 60, latency_block=10)
 
 
 def run(quick: bool, tasks: int | None, burst: int | None, out: str | None) -> dict[str, Any]:
@@ -85,7 +95,7 @@ def run(quick: bool, tasks: int | None, burst: int | None, out: str | None) -> d
         except ServiceFailed as exc:
             record["latency"] = {"skipped": str(exc)[:300]}
         else:
-            bar.set_postfix_str("latency, one worker")
+            bar.set_postfix_str("latency, one worker, and the reference")
             record["latency"] = _latency_scenario(lab, settings, budget)
             bar.update(1)
             for label, (count, concurrency) in setups.items():
@@ -162,155 +172,155 @@ class Taskboard:
         return response.json()["token"]
 
 
-# -- a user's page ---------------------------------------------------------------------------------
-
-
 @dataclass
-class Timing:
-    """One task as its page saw it, in perf_counter seconds."""
+class Reference:
+    """The yardstick, bench/celery_reference: one web instance and one worker with none of the chapter.
 
-    sent: float
-    instance: str
-    acked: float | None = None
-    task: str | None = None
-    progress: float | None = None  # the first `progress` event
-    result: float | None = None
-    worker: str | None = None  # which worker process ran it: "<hostname>/<pid>"
-    refused: str | None = None
-    repeats: int = 0  # results after the first: the chapter promises there are none
-
-
-class Page:
-    """One user's page: starts no-op reports and stamps their acks and results as they arrive.
-
-    python-socketio's client runs each handler and ack callback in a thread of its own,
-    so the stamps are taken first thing in each, and the rest happens under a lock.
-    `on_result(page)` runs after a result is recorded: the tasks-per-second scenario starts
-    the page's next task from it.
+    Its redis-server is its own: both sides publish on Socket.IO's default channel, and Redis's
+    pub/sub ignores database numbers, so on one Redis each side's instances would get the other's.
     """
 
-    def __init__(self, url: str, token: str, instance: str):
-        self.instance = instance
-        self.on_result = Page.ignore
-        self._by_task: dict[str, Timing] = {}
-        self._early: dict[str, list[tuple[float, str]]] = {}  # results that beat their task's ack
-        self._early_progress: dict[str, float] = {}
-        self._changed = threading.Condition()
-        self.sio = socketio.Client(reconnection=False)
-        self.sio.on("progress", self._progress)
-        self.sio.on("result", self._result)
-        self.sio.connect(url, transports=["websocket"], auth={"token": token}, wait_timeout=10)
+    webs: list[Service]
+    services: list[Service]
 
-    @staticmethod
-    def ignore(page: Page) -> None:
-        """What a page does after a result when nobody is counting."""
+    @classmethod
+    def start(cls, bench: LabBench) -> Reference:
+        redis = start_redis(bench, name="reference-redis")
+        env = {"REDIS_URL": redis.url}
+        web = start_app(bench, WEB_REFERENCE, name="reference-web", env=env)
+        count, concurrency = LATENCY_WORKERS
+        workers = [
+            start_worker(
+                bench, WORKER_REFERENCE, name=f"reference-worker-{i}", env=env, concurrency=concurrency
+            )
+            for i in range(1, count + 1)
+        ]
+        return cls([web], [redis, web, *workers])
 
-    def start(self) -> Timing:
-        timing = Timing(sent=time.perf_counter(), instance=self.instance)
-        self.sio.emit("start", NO_OP, callback=lambda reply: self._acked(timing, reply))
-        return timing
+    def login(self, user: str) -> None:
+        """No login here: its pages connect with no token."""
 
-    def _acked(self, timing: Timing, reply: Any) -> None:
-        acked = time.perf_counter()
-        with self._changed:
-            timing.acked = acked
-            if not (isinstance(reply, dict) and reply.get("ok")):
-                timing.refused = str(reply)[:200]
-            else:
-                timing.task = reply["task"]
-                self._by_task[timing.task] = timing
-                timing.progress = self._early_progress.pop(timing.task, None)
-                if early := self._early.pop(timing.task, None):
-                    (timing.result, timing.worker), timing.repeats = early[0], len(early) - 1
-            self._changed.notify_all()
-
-    def _progress(self, data: Any) -> None:
-        arrived = time.perf_counter()
-        with self._changed:
-            timing = self._by_task.get(data.get("task"))
-            if timing is None:
-                self._early_progress.setdefault(data.get("task"), arrived)
-            elif timing.progress is None:
-                timing.progress = arrived
-
-    def _result(self, data: Any) -> None:
-        arrived = time.perf_counter()
-        with self._changed:
-            task, worker = data.get("task"), f"{data.get('worker')}/{data.get('pid')}"
-            timing = self._by_task.get(task)
-            if timing is None:
-                self._early.setdefault(task, []).append((arrived, worker))
-            elif timing.result is not None:
-                timing.repeats += 1
-            else:
-                timing.result, timing.worker = arrived, worker
-            self._changed.notify_all()
-        self.on_result(self)
-
-    def wait(self, timing: Timing, timeout: float) -> bool:
-        """Until the task's result (or its refusal) has arrived; False at the deadline."""
-        with self._changed:
-            return self._changed.wait_for(lambda: timing.result is not None or timing.refused, timeout)
-
-    def close(self) -> None:
-        if self.sio.connected:
-            self.sio.disconnect()
-
-
-# What a page that cannot log in or connect raises: the scenario says so and goes no further.
-PAGE_ERRORS = (requests.RequestException, socketio.exceptions.ConnectionError)
-
-
-def _open_pages(lab: Taskboard, users: list[str]) -> list[Page]:
-    """One page per user, spread over the web instances in turn; none left open if one fails."""
-    pages: list[Page] = []
-    try:
-        for i, user in enumerate(users):
-            web = lab.webs[i % len(lab.webs)]
-            pages.append(Page(web.url, lab.login(user), web.name))
-    except PAGE_ERRORS:
-        _close_pages(pages)
-        raise
-    return pages
-
-
-def _close_pages(pages: list[Page]) -> None:
-    # At once: a websocket disconnect from a live python-engineio server takes seconds by itself.
-    in_parallel(Page.close, pages)
+    def stop(self) -> None:
+        common.stop_services(self.services)
 
 
 # -- end-to-end latency of a no-op task -----------------------------------------------------------
 
 
 def _latency_scenario(lab: Taskboard, settings: Settings, budget: common.Budget) -> dict[str, Any]:
+    """The chapter's no-op tasks one at a time, in blocks that take turns with the reference's."""
+    load_at_start = _load_average()
     try:
-        lab.use_workers(1, 1)
+        lab.use_workers(*LATENCY_WORKERS)
     except ServiceFailed as exc:
         return {"skipped": str(exc)[:300]}
+    names = [f"latency-{i}" for i in range(1, len(lab.webs) + 1)]
     try:
-        pages = _open_pages(lab, [f"latency-{i}" for i in range(1, len(lab.webs) + 1)])
+        sides = {"chapter": open_pages(lab, names)}
     except PAGE_ERRORS as exc:
         return {"broke": f"a page did not open: {type(exc).__name__}: {exc}"[:300]}
+    reference: Reference | None = None
+    not_measured: dict[str, str] = {}
     try:
-        warmup = _one_at_a_time(pages, settings.warmup_tasks, budget)
-        if "broke" in warmup:
-            return {"broke": f"in the warm-up: {warmup['broke']}"}
-        return {"workers": "1 worker x 1", **_one_at_a_time(pages, settings.latency_tasks, budget)}
+        reference = Reference.start(lab.bench)
+        # As many pages as the chapter's, all on its one instance.
+        sides["reference"] = open_pages(reference, [f"reference-{name}" for name in names])
+    except ServiceFailed as exc:
+        not_measured = {"skipped": str(exc)[:300]}
+    except PAGE_ERRORS as exc:
+        not_measured = {"broke": f"a page did not open: {type(exc).__name__}: {exc}"[:300]}
+    try:
+        timings, warmup = _take_turns_in_blocks(sides, settings, budget)
     finally:
-        _close_pages(pages)
+        close_pages([page for pages in sides.values() for page in pages])
+        if reference:
+            reference.stop()
+    if "chapter" in warmup:
+        return {"broke": f"in the warm-up: {warmup['chapter']}"}
+    found = {
+        "workers": _setup_label(*LATENCY_WORKERS),
+        **_latency_report(timings["chapter"], [web.name for web in lab.webs]),
+        "load_average": {"start": load_at_start, "end": _load_average()},
+    }
+    if "reference" in warmup:
+        not_measured = {"broke": f"in the warm-up: {warmup['reference']}"}
+    if not_measured or reference is None:
+        return {**found, "reference": not_measured, "gap": None}
+    reference_report = _latency_report(timings["reference"], [web.name for web in reference.webs])
+    gap = _gap(timings["chapter"], timings["reference"], settings.latency_block)
+    return {**found, "reference": reference_report, "gap": gap}
 
 
-def _one_at_a_time(pages: list[Page], count: int, budget: common.Budget) -> dict[str, Any]:
-    """`count` tasks, the pages taking turns, each started once the one before has its result."""
+def _load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: how busy the cores were, the bench's own work included."""
+    return [round(load, 2) for load in os.getloadavg()]
+
+
+def _take_turns_in_blocks(
+    sides: dict[str, list[Page]], settings: Settings, budget: common.Budget
+) -> tuple[dict[str, list[Timing]], dict[str, str]]:
+    """Each side's warm-up, then `latency_tasks` each, in blocks of `latency_block` taking turns.
+
+    A side whose task fails stops there; the other goes on. Returns each side's timings, and
+    why a side's warm-up broke (that side is then not measured).
+    """
+    warmup = {}
+    for side, pages in sides.items():
+        if broke := _delivery(_one_at_a_time(pages, settings.warmup_tasks, budget)).get("broke"):
+            warmup[side] = broke
+    timings: dict[str, list[Timing]] = {side: [] for side in sides}
+    going = [side for side in sides if side not in warmup]
+    while going:
+        for side in list(going):
+            done = len(timings[side])
+            count = min(settings.latency_block, settings.latency_tasks - done)
+            block = _one_at_a_time(sides[side], count, budget, first=done)
+            timings[side] += block
+            if "broke" in _delivery(block) or len(timings[side]) == settings.latency_tasks:
+                going.remove(side)
+    return timings, warmup
+
+
+def _one_at_a_time(pages: list[Page], count: int, budget: common.Budget, first: int = 0) -> list[Timing]:
+    """`count` tasks, the pages taking turns (from turn `first`), each started once the one before
+    has its result; no more after one that has none by its deadline, or was refused."""
     timings = []
-    for n in range(count):
+    for n in range(first, first + count):
         page = pages[n % len(pages)]
         timings.append(page.start())
         if not page.wait(timings[-1], timeout=min(10.0, budget.left() + 1)):
             break
         if timings[-1].refused:
             break
-    return _latency_report(timings, [page.instance for page in pages])
+    return timings
+
+
+def _gap(chapter: list[Timing], reference: list[Timing], block: int) -> dict[str, Any] | None:
+    """The chapter's p50 minus the reference's, `start` to `result`, over every task; and block by
+    block, each of the chapter's blocks against the reference's that followed it: the pairs'
+    Hodges-Lehmann estimate and 95 % signed-rank interval (bench/stats.py says why that one)."""
+    ours, theirs = ([t.result - t.sent for t in side if t.result] for side in (chapter, reference))
+    if not (ours and theirs):
+        return None
+    p50s = [latency_summary(side)["p50_ms"] for side in (ours, theirs)]
+    pairs = [
+        1000 * (statistics.median(ours[i : i + block]) - statistics.median(theirs[i : i + block]))
+        for i in range(0, min(len(ours), len(theirs)), block)
+    ]
+    interval = stats.signed_rank_interval(pairs)
+    return {
+        "start_to_result_p50_ms": round(p50s[0] - p50s[1], 3),
+        "block_pairs": len(pairs),
+        # Too few pairs for the interval (five or fewer, as in a quick run): none.
+        "by_block": {
+            "estimate_ms": round(interval.estimate, 3),
+            "low_ms": round(interval.low, 3),
+            "high_ms": round(interval.high, 3),
+            "confidence": round(interval.confidence, 3),
+        }
+        if math.isfinite(interval.low)
+        else None,
+    }
 
 
 def _latency_report(timings: list[Timing], instances: list[str]) -> dict[str, Any]:
@@ -365,7 +375,7 @@ def _throughput_setup(
     label = _setup_label(count, concurrency).replace(" ", "")
     setup = {"workers": count, "concurrency": concurrency, "processes": count * concurrency}
     try:
-        pages = _open_pages(lab, [f"{label}-user-{i}" for i in range(1, settings.users + 1)])
+        pages = open_pages(lab, [f"{label}-user-{i}" for i in range(1, settings.users + 1)])
     except PAGE_ERRORS as exc:
         return {**setup, "broke": f"a page did not open: {type(exc).__name__}: {exc}"[:300]}
     try:
@@ -380,7 +390,7 @@ def _throughput_setup(
         burst["cpu_seconds"] = {role: round(after[role] - before[role], 2) for role in after}
         return {**setup, **burst}
     finally:
-        _close_pages(pages)
+        close_pages(pages)
 
 
 def _burst(pages: list[Page], total: int, settings: Settings, budget: common.Budget) -> dict[str, Any]:
@@ -463,10 +473,12 @@ def targets(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def headline(record: dict[str, Any]) -> dict[str, str | None]:
-    """What a reader compares across machines: a no-op task end to end, and tasks per second
-    with each worker setup."""
+    """What a reader compares across machines: a no-op task end to end, beside the reference's,
+    and tasks per second with each worker setup."""
     p50 = record["latency"].get("start_to_result", {}).get("p50_ms")
     found = {"task p50, `start` to `result` (ms)": report.figure(p50, ".0f")}
+    beside = (record["latency"].get("reference") or {}).get("start_to_result", {}).get("p50_ms")
+    found["the reference's p50 (ms)"] = report.figure(beside, ".1f")
     for label, run in record["throughput"].items():
         found[f"tasks/s, {label}"] = report.figure(run.get("tasks_per_s"), ".0f")
     return found
@@ -480,19 +492,26 @@ def summary_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+LATENCY_STAGES = (
+    ("start_to_ack", "`start` emit to its ack (queued)"),
+    ("ack_to_result", "ack to `result` (worker, queue, delivery)"),
+    ("start_to_progress", "`start` emit to its first `progress`"),
+    ("start_to_result", "`start` emit to `result`: end to end"),
+)
+
+
 def _latency_lines(latency: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     if "start_to_result" not in latency:
         return [f"No-op task latency: not measured ({latency.get('skipped')}).\n"]
-    rows = [
-        [label, latency[key]["count"], latency[key]["p50_ms"], latency[key]["p99_ms"], latency[key]["max_ms"]]
-        for key, label in (
-            ("start_to_ack", "`start` emit to its ack (queued)"),
-            ("ack_to_result", "ack to `result` (worker, queue, delivery)"),
-            ("start_to_progress", "`start` emit to its first `progress`"),
-            ("start_to_result", "`start` emit to `result`: end to end"),
-        )
-    ]
+    reference = latency.get("reference") or {}
+    rows = []
+    for key, label in LATENCY_STAGES:
+        ours, theirs = latency[key], reference.get(key, {})
+        gap = round(ours["p50_ms"] - theirs["p50_ms"], 3) if theirs.get("count") and ours["count"] else None
+        beside = f"{theirs['p50_ms']} / {theirs['p99_ms']}" if theirs.get("count") else None
+        rows.append([label, ours["count"], ours["p50_ms"], ours["p99_ms"], ours["max_ms"], beside, gap])
     header = ["no-op task, one at a time, 1 worker x 1", "tasks", "p50 (ms)", "p99 (ms)", "max (ms)"]
+    header += ["the reference: p50 / p99 (ms)", "the chapter's p50 minus the reference's (ms)"]
     pages = {name: data["p50_ms"] for name, data in latency["by_instance"].items() if data["count"]}
     text = (
         f"{settings['web_instances']} web instances, 1 Celery worker (one process), Redis; "
@@ -504,7 +523,50 @@ def _latency_lines(latency: dict[str, Any], settings: dict[str, Any]) -> list[st
     )
     if latency.get("broke"):
         text += f" **Stopped early: {latency['broke']}.**"
-    return [report.markdown_table(header, rows), text + "\n"]
+    lines = [report.markdown_table(header, rows), text + "\n"]
+    if "reference" in latency:  # runs before the reference have none
+        lines += _reference_lines(reference, latency.get("gap"), settings)
+    if "load_average" in latency:
+        start, end = (", ".join(str(x) for x in latency["load_average"][at]) for at in ("start", "end"))
+        lines.append(
+            f"Load average (1, 5, 15 min) over this scenario: {start} at its start, {end} at its end.\n"
+        )
+    return lines
+
+
+def _reference_lines(
+    reference: dict[str, Any], gap: dict[str, Any] | None, settings: dict[str, Any]
+) -> list[str]:
+    """What the reference is, how it was measured, and the gap: informative, with no target."""
+    if "start_to_result" not in reference:
+        why = reference.get("broke") or reference.get("skipped")
+        return [f"The reference (`bench/celery_reference/`): not measured ({why}).\n"]
+    text = (
+        "The reference (`bench/celery_reference/web.py`) is the same path with none of the chapter's code: "
+        "one gevent Flask-SocketIO instance, one Celery worker (one process) with the chapter's settings, a "
+        "Redis of its own, the same two emits through the queue; no guard, no login, no quota, ownership, "
+        f"attempt count or one-result guard in Redis. As many pages, all on its one instance, started "
+        f"{reference['results']:,} of {reference['tasks']:,} tasks with the same client code, in blocks of "
+        f"{settings['latency_block']} taking turns with the chapter's."
+    )
+    if reference.get("broke"):
+        text += f" **Stopped early: {reference['broke']}.**"
+    lines = [text + "\n"]
+    if gap:
+        line = (
+            "**The chapter's p50 minus the reference's, `start` to `result`: "
+            f"{gap['start_to_result_p50_ms']} ms**, "
+            "what the chapter's own code and its second web instance, on the same cores, add to a no-op task "
+            "(informative: no target)."
+        )
+        if by_block := gap.get("by_block"):
+            line += (
+                f" Block against block ({gap['block_pairs']} pairs): {by_block['estimate_ms']} ms, "
+                f"{by_block['confidence']:.0%} signed-rank interval "
+                f"{by_block['low_ms']} to {by_block['high_ms']} ms."
+            )
+        lines.append(line + "\n")
+    return lines
 
 
 def _throughput_lines(throughput: dict[str, Any], settings: dict[str, Any]) -> list[str]:
