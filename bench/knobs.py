@@ -41,7 +41,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench import common, plots, report, stats
-from bench.loadclient import LoadClient, loopback_sources
+from bench.loadclient import DeliveryReport, LoadClient, loopback_sources
 from lab.apps import get_json, healthz, start_app
 from lab.chapters import Topology, start_topology
 from lab.deps import MissingDependency, require_binary
@@ -348,11 +348,7 @@ async def load_step(
     timeout = common.delivery_deadline(budget, clients * count)
     bursts = []
     for _ in range(settings.bursts):
-        cpu_before = _usage(pids())["cpu"]
-        burst = await fleet.measure(count, sequential=False, timeout=timeout)
-        server_cpu = _usage(pids())["cpu"] - cpu_before
-        # The burst's window runs from its first send to its last delivery: the server's CPU for it.
-        per_delivery = round(server_cpu / burst.delivered * 1e6, 2) if burst.delivered else None
+        burst, per_delivery = await _burst(fleet, pids(), count, timeout)
         bursts.append({**burst.as_dict(), "server_us_per_delivery": per_delivery})
         if not burst.complete:
             step["burst"] = bursts[-1]
@@ -414,14 +410,10 @@ async def _paired_bursts(
             order = ("against", "row") if index % 2 == 0 else ("row", "against")
             cost = {}
             for side in order:
-                cpu = _usage([services[side].pid])["cpu"]
-                burst = await fleets[side].measure(count, sequential=False, timeout=timeout)
+                burst, cost[side] = await _burst(fleets[side], [services[side].pid], count, timeout)
                 if not burst.complete:
                     return {**found, "broke": f"{side}: lost {burst.lost} of {burst.expected} deliveries"}
-                cost[side] = (_usage([services[side].pid])["cpu"] - cpu) / burst.delivered * 1e6
-            found["pairs"].append(
-                {"first": order[0], "against_us": round(cost["against"], 2), "row_us": round(cost["row"], 2)}
-            )
+            found["pairs"].append({"first": order[0], "against_us": cost["against"], "row_us": cost["row"]})
     return {**found, **_interval(found["pairs"])}
 
 
@@ -525,17 +517,15 @@ async def _bytes_per_delivery(
         if opened.failed:
             return {"broke": f"connection failures: {opened.failed}"}
         read = sum(conn.wire_bytes for conn in fleet.connections)
-        cpu = _usage([service.pid])["cpu"]
         timeout = common.delivery_deadline(budget, settings.wire_clients * settings.wire_broadcasts)
-        burst = await fleet.measure(settings.wire_broadcasts, sequential=False, timeout=timeout)
-        cpu = _usage([service.pid])["cpu"] - cpu
+        burst, per_delivery = await _burst(fleet, [service.pid], settings.wire_broadcasts, timeout)
         read = sum(conn.wire_bytes for conn in fleet.connections) - read
         if not burst.complete:
             return {"broke": f"lost {burst.lost} of {burst.expected} deliveries"}
         return {
             "compressed": all(conn._inflater is not None for conn in fleet.connections),
             "bytes_per_delivery": round(read / burst.delivered, 1),
-            "server_us_per_delivery": round(cpu / burst.delivered * 1e6, 2),
+            "server_us_per_delivery": per_delivery,
         }
 
 
@@ -626,6 +616,19 @@ def _package(path: str) -> str:
     if "/" in path:
         return path.split("/", 1)[0]
     return "the chapter" if path == "app.py" else f"stdlib {Path(path).stem}"
+
+
+async def _burst(
+    fleet: LoadClient, pids: list[int], count: int, timeout: float
+) -> tuple[DeliveryReport, float | None]:
+    """`count` broadcasts back to back, and the server's CPU per delivery over them, in µs.
+
+    The burst's window runs from its first send to its last delivery: the server's CPU for it.
+    """
+    cpu = _usage(pids)["cpu"]
+    burst = await fleet.measure(count, sequential=False, timeout=timeout)
+    cpu = _usage(pids)["cpu"] - cpu
+    return burst, round(cpu / burst.delivered * 1e6, 2) if burst.delivered else None
 
 
 def _idle(bench: LabBench, settings: Settings, budget: common.Budget) -> dict[str, Any]:
