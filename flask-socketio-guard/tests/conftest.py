@@ -15,10 +15,12 @@ from serving import Client, Served, make_app
 def serve() -> Iterator[Callable[..., Served]]:
     served: list[Served] = []
 
-    def start(app_and_socketio: tuple[Flask, SocketIO] | None = None, **options: Any) -> Served:
-        server = Served(*(app_and_socketio or make_app(**options)))
-        served.append(server)
-        return server
+    def start(
+        app_and_socketio: tuple[Flask, SocketIO] | None = None, server: dict | None = None, **options: Any
+    ) -> Served:
+        served_app = Served(*(app_and_socketio or make_app(**options)), **(server or {}))
+        served.append(served_app)
+        return served_app
 
     yield start
     for server in served:

@@ -98,9 +98,9 @@ def make_app(**options: Any) -> tuple[Flask, SocketIO]:
 
 
 class Served:
-    def __init__(self, app: Flask, socketio: SocketIO):
+    def __init__(self, app: Flask, socketio: SocketIO, **server: Any):
         self.app, self.socketio = app, socketio
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, app, threaded=True, **server)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)

@@ -252,6 +252,23 @@ def test_a_malformed_frame_costs_one_line_and_closes_its_connection_at_once(serv
     ws.close()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_under_socketio_run_werkzeug_ends_a_connection_with_its_websocket(serve, monkeypatch):
+    """After the close frame, the end of the connection: Werkzeug reads no next request from it."""
+    given = {}
+    monkeypatch.setattr(SocketIO, "run", lambda self, app, **options: given.update(options))
+    app, socketio = make_app()
+    socketio.run(app, port=0)
+    server = serve((app, socketio), server={"request_handler": given["request_handler"]})
+    for _ in range(50):
+        ws = RawWebSocket(server.url)
+        ws.ws.send("zz")
+        assert ws.closed()
+        while ws.ws.sock.recv(4096):  # nothing after the close frame but the end of the connection
+            pass
+        ws.ws.sock.close()
+
+
 @pytest.mark.parametrize(
     "body",
     [b"zz", b"2probe", b"x" * 17_000, b"\xff\xfe"],

@@ -4,8 +4,7 @@ Hypothesis writes the inputs: event payloads with the wrong types, missing and e
 extra arguments, strings on and over the limits, bytes; raw WebSocket frames and
 long-polling bodies that are almost Engine.IO or Socket.IO packets. Fixed lists add the
 packets known to have broken python-engineio and python-socketio. Throughout, the server
-stays up, writes at most one line per connection and no traceback (but for one race of
-Werkzeug's writer thread, wire.WRITER_CLOSED_RACE, which no client can see), and a bystander
+stays up, writes at most one line per connection and no traceback, and a bystander
 in its room (`lobby` in a chat, its user's in chapter 05 and the recipe) goes on as before:
 each of its lines comes back once, in order.
 """

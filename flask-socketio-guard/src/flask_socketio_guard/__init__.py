@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, emit
 from werkzeug.sansio.utils import host_is_trusted
+from werkzeug.serving import WSGIRequestHandler
 
 from . import _internals
 
@@ -151,6 +152,8 @@ class SocketIOGuard:
         _internals.wrap_enter_room(socketio, self._check_room_count)
         _internals.wrap_engineio_messages(socketio, self.close_malformed, self._refuse_reserved)
         app.wsgi_app = self._edge(app.wsgi_app)
+        if socketio.async_mode == "threading":
+            _werkzeug_ends_websocket_connections(socketio)
 
     # --8<-- [end:init_app]
 
@@ -312,6 +315,12 @@ class SocketIOGuard:
                 # Read from here by simple-websocket and eventlet alike (gevent-websocket never agrees).
                 environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
             answered = []  # the status of the HTTP answer, if the request got one
+            own_copy = None
+            if websocket and "werkzeug.socket" in environ:
+                # simple-websocket gets a socket of its own, as it takes under gevent: Werkzeug
+                # closes its socket as the request ends, which can be under python-engineio's
+                # writer thread, still sending its close frame (EBADF, with a traceback).
+                own_copy = environ["werkzeug.socket"] = environ["werkzeug.socket"].dup()
 
             def start(status, headers, exc_info=None):
                 answered.append(status)
@@ -319,6 +328,8 @@ class SocketIOGuard:
 
             try:
                 result = wsgi_app(environ, start)
+            except ConnectionError:
+                raise  # a WebSocket ran under Werkzeug; its thread closes its own socket
             except (KeyError, ValueError, RecursionError) as error:
                 # What python-engineio lets escape: a WebSocket frame it cannot decode (the
                 # socket is gone, but its session would live on until the ping timeout: a
@@ -331,6 +342,12 @@ class SocketIOGuard:
                     return bad_request(start_response, BAD_REQUEST)
                 # The WebSocket is gone: this is how every WSGI server is told, quietly.
                 raise ConnectionResetError(errno.ECONNRESET, "malformed packet") from None
+            except BaseException:
+                if own_copy is not None:  # the handshake failed: no WebSocket thread owns it
+                    own_copy.close()
+                raise
+            if own_copy is not None:  # answered over HTTP: python-engineio refused the upgrade
+                own_copy.close()
             if websocket and ended_on_pywsgi(environ, answered):
                 # gevent's pywsgi would read on, and take the browser's close frame, which comes
                 # after the server's, for its next HTTP request (flask-sock #104).
@@ -362,3 +379,30 @@ def ended_on_pywsgi(environ: dict, answered: list[str]) -> bool:
     """
     pywsgi = environ.get("SERVER_SOFTWARE", "").startswith("gevent/")
     return pywsgi and (not answered or answered[-1].startswith("2"))
+
+
+class _WebSocketEndsItsConnection(WSGIRequestHandler):
+    """Werkzeug's request handler, except that a connection ends with the WebSocket it carried.
+
+    Werkzeug keeps an HTTP/1.1 connection open after a WebSocket, and reads the client's close
+    frame, which comes after the server's, as its next request: a stray "code 400, message Bad
+    request syntax ('\\x88…')" line, a 400 written after the close frame, and a connection the
+    server never ends (RFC 6455 §7.1.1).
+    """
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        headers = getattr(self, "headers", None)  # none if the request line was bad
+        if headers is not None and headers.get("Upgrade", "").lower() == "websocket":
+            self.close_connection = True
+
+
+def _werkzeug_ends_websocket_connections(socketio: SocketIO) -> None:
+    """socketio.run (threading mode: Werkzeug's server) with the request handler above."""
+    run = socketio.run
+
+    def run_with_handler(app, *args, **kwargs):
+        kwargs.setdefault("request_handler", _WebSocketEndsItsConnection)
+        return run(app, *args, **kwargs)
+
+    socketio.run = run_with_handler
