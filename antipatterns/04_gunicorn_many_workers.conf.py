@@ -28,9 +28,11 @@ How to run it
 Differs from chapters/02_async_modes/gunicorn.conf.py
     workers: 4 instead of 1
     post_fork, post_worker_init: name each worker; start the count loop that app.py's
-        __main__ starts, which gunicorn never runs (plumbing)
+        __main__ starts, which gunicorn never runs (plumbing); post_worker_init keeps
+        the chapter's garbage-collection settings
 """
 
+import gc
 import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
@@ -52,7 +54,11 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """What app.py's __main__ does, which gunicorn never runs: start the online-count loop."""
+    """The chapter's garbage collection; and what app.py's __main__ does, which gunicorn never
+    runs: start the online-count loop."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     from app import online_count_loop, socketio
 
     socketio.start_background_task(online_count_loop)

@@ -171,6 +171,7 @@ if __name__ == "__main__":
             "guard": "on" if (guard := app.extensions.get("socketio_guard")) else "off",
             "compression": "on" if not guard or guard.config["WEBSOCKET_COMPRESSION"] else "off",
             "gc": GC if gc.get_freeze_count() else "default",
+            "gc_thresholds": gc.get_threshold(),
             "max_text": chapter.MAX_TEXT,
         }
 

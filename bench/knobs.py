@@ -114,7 +114,8 @@ KNOBS: dict[str, Knob] = {
         compression=True,
     ),
     "gunicorn": Knob(
-        "gunicorn's gevent worker (`gunicorn -c gunicorn.conf.py wsgi:app`) instead of `socketio.run`",
+        "gunicorn's gevent worker (`gunicorn -c gunicorn.conf.py wsgi:app`) instead of `socketio.run`, "
+        "with the file's garbage-collection settings (the gc-thresholds row's)",
         "none: the chapter's production command",
         gunicorn=True,
     ),

@@ -27,6 +27,7 @@ BASELINE = {
     "guard": "on",
     "compression": "off",
     "gc": "default",
+    "gc_thresholds": [700, 10, 10],
     "max_text": 500,
 }
 # What each row's server must report at /knobs: the baseline with one thing changed.
@@ -37,7 +38,7 @@ IN_FORCE = {
     "msgpack": {"serializer": "MsgPackPacket"},
     "deflate": {"compression": "on"},
     "gc-freeze": {"gc": "freeze"},
-    "gc-thresholds": {"gc": "thresholds"},
+    "gc-thresholds": {"gc": "thresholds", "gc_thresholds": [50_000, 20, 100]},
 }
 CLIENTS = 10
 
@@ -147,3 +148,10 @@ def test_the_knob_server_reports_each_older_collection_on_the_clients_clock(benc
     assert get_json(f"{server.url}/gc?collect=2")
     events = get_json(f"{server.url}/gc")["events"]
     assert any(generation == 2 and before <= began <= time.perf_counter() for began, generation, _ in events)
+
+
+def test_the_gc_thresholds_row_measures_the_thresholds_chapter_02_ships(bench, packages):
+    """The knob server's thresholds are chapter 02's gunicorn.conf.py's, which the gunicorn row runs."""
+    server = knobs.start_row(bench, "gc-thresholds", knobs.KNOBS["gc-thresholds"])
+    shipped = knobs.start_row(bench, "gunicorn", knobs.KNOBS["gunicorn"])
+    assert healthz(shipped.url)["gc_thresholds"] == get_json(f"{server.url}/knobs")["gc_thresholds"]

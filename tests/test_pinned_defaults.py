@@ -19,6 +19,7 @@ import engineio
 import gunicorn.config
 import kombu.transport.redis
 import pytest
+import simple_websocket
 import socketio
 import socketio.redis_manager
 from flask import Flask
@@ -116,3 +117,31 @@ def test_celery_redelivers_a_task_whose_worker_died_after_an_hour():
     )
     assert ran.returncode == 0, ran.stderr
     assert "visibility_timeout" not in json.loads(ran.stdout.strip().splitlines()[-1])
+
+
+def test_node_frames_a_broadcast_once_and_python_engineio_frames_it_per_connection():
+    """The knobs page's account of the CPU gap to Node's server, held to the pinned sources.
+
+    socket.io's in-memory adapter builds a broadcast's WebSocket frame once and engine.io sends
+    those bytes to each connection, when compression is off. python-engineio's writer hands each
+    connection's packet to its own simple-websocket, which frames it; simple-websocket's options
+    have nothing that shares a frame between connections.
+    """
+    node_modules = REPO_ROOT / "node_modules"
+    adapter = (node_modules / "socket.io-adapter/dist/in-memory-adapter.js").read_text(encoding="utf-8")
+    assert "packetOpts.wsPreEncodedFrame = WebSocket.Sender.frame(" in adapter
+    transport = (node_modules / "engine.io/build/transports/websocket.js").read_text(encoding="utf-8")
+    assert "!this.perMessageDeflate" in transport
+    assert "sendFrame(packet.options.wsPreEncodedFrame" in transport
+
+    assert "ws.send(pkt.encode())" in inspect.getsource(engineio.socket.Socket._websocket_handler)
+    options = list(inspect.signature(simple_websocket.Server.__init__).parameters)[2:]
+    assert options == [
+        "subprotocols",
+        "receive_bytes",
+        "ping_interval",
+        "max_message_size",
+        "thread_class",
+        "event_class",
+        "selector_class",
+    ]

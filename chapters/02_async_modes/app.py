@@ -37,6 +37,7 @@ TL;DR
     run gunicorn with ONE gevent worker.
 """
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -125,7 +126,12 @@ def healthz():
     server = environ.get("SERVER_SOFTWARE") or ("eventlet.wsgi" if "eventlet.input" in environ else "unknown")
     mode = socketio.async_mode
     return jsonify(
-        status="ok", instance=INSTANCE_NAME, async_mode=mode, server=server, max_clients=MAX_CLIENTS
+        status="ok",
+        instance=INSTANCE_NAME,
+        async_mode=mode,
+        server=server,
+        max_clients=MAX_CLIENTS,
+        gc_thresholds=gc.get_threshold(),  # gunicorn.conf.py raises them
     )
 
 

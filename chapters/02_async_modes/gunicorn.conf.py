@@ -4,6 +4,7 @@ The run contract holds: HOST, PORT and MAX_CLIENTS come from the environment.
 Flags on the command line win over this file (`-b 0.0.0.0:8000`).
 """
 
+import gc
 import os
 
 # --8<-- [start:gunicorn]
@@ -26,4 +27,19 @@ worker_connections = int(os.environ.get("MAX_CLIENTS", "10000"))
 # No control socket (gunicorn 27's runtime-management socket, one fixed path per user):
 # several gunicorn instances on one machine would all claim the same path.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """The app is built: fewer, cheaper garbage collections from here on.
+
+    A full collection scans every object the process holds, and stops the one event loop
+    while it does: with thousands of connections, long enough to be the broadcasts' slowest
+    percentile. Take what start-up allocated out of every scan (gc.freeze), and collect
+    far less often than Python's (700, 10, 10).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 # --8<-- [end:gunicorn]

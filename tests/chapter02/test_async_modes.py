@@ -183,6 +183,8 @@ def test_chat_works_over_both_transports(bench, clients, script, command, mode, 
     assert health["async_mode"] == mode
     assert health["server"].startswith(server), health
     assert health["max_clients"] == 10_000, health
+    # Python's own thresholds, but under the production command (gunicorn.conf.py's post_worker_init).
+    assert health["gc_thresholds"] == ([50_000, 20, 100] if server == "gunicorn" else [700, 10, 10]), health
 
     # One client per transport, in the same room.
     ws, polling = clients("ws").connect(app.url, "websocket"), clients("polling").connect(app.url, "polling")
