@@ -16,7 +16,9 @@ connection, and nobody else notices:
   at once, its rooms left at once (no ghost until the ping timeout);
 - a request under a Host name not in TRUSTED_HOSTS (DNS rebinding): 400;
 - a page of another origin than the app's own or ALLOWED_ORIGINS: refused by python-engineio;
-- a browser's offer of per-message deflate: struck, unless WEBSOCKET_COMPRESSION is True.
+- a browser's offer of per-message deflate: struck, unless WEBSOCKET_COMPRESSION is True;
+- a WebSocket that has ended: its TCP connection ends too, on gevent's server and on Werkzeug's
+  (threading mode's socketio.run), which would read the client's close frame as a request.
 
 Settings live in `app.config`, under the prefix SOCKETIO_GUARD_ (see DEFAULTS). The manual,
 with the words each side sees and the test behind each, is the cookbook's hardening page.
