@@ -140,3 +140,14 @@ def test_a_connections_rooms_are_found_through_its_sid_in_each_namespace(socketi
     assert _internals.connection_rooms(socketio_, extra, "/extra") == rooms
     _, (stranger,) = open_connection(socketio_, "/")
     assert _internals.connection_rooms(socketio_, stranger, "/") == set()
+
+
+def test_engineio_builds_each_websocket_from_its_own_async_table_and_the_writer_closes_it(socketio_):
+    """Each server looks up its WebSocket class in its own `_async`; the writer closes what it built."""
+    eio = socketio_.server.eio
+    shared = eio._async
+    assert "self.server._async['websocket']" in inspect.getsource(engineio.socket.Socket)
+    assert "ws.close()" in inspect.getsource(engineio.socket.Socket._websocket_handler)
+    _internals.close_websockets_quietly(socketio_)
+    assert eio._async["websocket"].__mro__[1] is shared["websocket"]
+    assert shared["websocket"] is not eio._async["websocket"]  # the module's table is untouched

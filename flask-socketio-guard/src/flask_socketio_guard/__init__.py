@@ -155,6 +155,7 @@ class SocketIOGuard:
         _internals.wrap_engineio_messages(socketio, self.close_malformed, self._refuse_reserved)
         app.wsgi_app = self._edge(app.wsgi_app)
         if socketio.async_mode == "threading":
+            _internals.close_websockets_quietly(socketio)
             _werkzeug_ends_websocket_connections(socketio)
 
     # --8<-- [end:init_app]
@@ -392,11 +393,21 @@ class _WebSocketEndsItsConnection(WSGIRequestHandler):
     server never ends (RFC 6455 §7.1.1).
     """
 
+    carried_websocket = False
+
     def handle_one_request(self) -> None:
         super().handle_one_request()
         headers = getattr(self, "headers", None)  # none if the request line was bad
         if headers is not None and headers.get("Upgrade", "").lower() == "websocket":
-            self.close_connection = True
+            self.close_connection = self.carried_websocket = True
+
+    def finish(self) -> None:
+        super().finish()
+        if self.carried_websocket:
+            # Let go of Werkzeug's own socket. Next, the server would shut the connection down
+            # for simple-websocket's copy too (the edge's), maybe before python-engineio's writer
+            # has sent its close frame; simple-websocket ends it after the close handshake.
+            self.connection.close()
 
 
 def _werkzeug_ends_websocket_connections(socketio: SocketIO) -> None:

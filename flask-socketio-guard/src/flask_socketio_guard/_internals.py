@@ -7,6 +7,7 @@ that moves one fails there first, by name, before any behaviour test does.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -204,3 +205,25 @@ def sessions_opened_by(socketio: SocketIO, key: str, marker: object) -> Iterable
     the session it opened by a marker object it put in the environ, not by identity.
     """
     return (eio_sid for eio_sid, env in socketio.server.environ.items() if env.get(key) is marker)
+
+
+def close_websockets_quietly(socketio: SocketIO) -> None:
+    """Threading mode: a WebSocket the client ends as the server closes it costs no traceback.
+
+    python-engineio's writer thread closes the WebSocket when the session ends, after checking
+    it is still open; simple-websocket's reader thread, seeing the client leave at that moment,
+    may close the socket in between. The writer then dies on it (`OSError: [Errno 9] Bad file
+    descriptor`, or simple-websocket's ConnectionClosed), for a connection that is gone either
+    way. simple-websocket already takes a BrokenPipeError there quietly.
+    """
+    import simple_websocket
+
+    eio = socketio.server.eio
+    opened = eio._async["websocket"]
+
+    class ClosedQuietly(opened):
+        def close(self):
+            with contextlib.suppress(OSError, simple_websocket.ConnectionClosed):
+                super().close()
+
+    eio._async = {**eio._async, "websocket": ClosedQuietly}  # this server's own: the module's is shared
