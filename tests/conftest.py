@@ -152,13 +152,14 @@ def browser():
 def open_page(browser):
     """Open pages that can reach loopback only, as on workshop wifi with no internet.
 
-    Each page is returned once its status says `status` (connected, unless told otherwise);
-    every context is closed at teardown.
+    Each page is returned once its status says `status` (connected, unless told otherwise;
+    None: a page with no status, returned once loaded); every context is closed at teardown.
+    `device` goes to browser.new_context: a phone's screen, say.
     """
     contexts = []
 
-    def open_page(url, status=re.compile("^connected$")):
-        context = browser.new_context()
+    def open_page(url, status=re.compile("^connected$"), **device):
+        context = browser.new_context(**device)
         contexts.append(context)
         page = context.new_page()
 
@@ -171,7 +172,8 @@ def open_page(browser):
 
         context.route("**/*", loopback_only)
         page.goto(url)
-        page.get_by_test_id("status").filter(has_text=status).wait_for(timeout=PAGE_DEADLINE_MS)
+        if status is not None:
+            page.get_by_test_id("status").filter(has_text=status).wait_for(timeout=PAGE_DEADLINE_MS)
         return page
 
     yield open_page
