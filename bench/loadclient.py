@@ -17,9 +17,10 @@ send time of its trigger, on one clock. Per connection it checks that sequence
 numbers only go up (exactly once, in order); per broadcast it counts deliveries
 against the connections that were open when it was sent (none lost).
 
-What a delivery costs. All sockets sit in one epoll set (Linux) read by one event-loop
-callback, each read is cut into frames in one loop, and in a burst sockets are read at
-most every millisecond (BURST_READ_INTERVAL), so a delivery costs a share of one recv()
+What a delivery costs. All sockets sit in one epoll set (Linux; elsewhere the `selectors`
+module's, kqueue on macOS: `LoadClient(epoll=False)`) read by one event-loop callback, each
+read is cut into frames in one loop, and in a burst sockets are read at most every
+millisecond (BURST_READ_INTERVAL), so a delivery costs a share of one recv()
 plus a few slices and counters. The bench records the client's own CPU per delivery in
 every burst (`client_cost` in docs/bench/02-async-modes.json), so the client is shown
 not to be the bottleneck. Neither the `websockets` library (a frame object and a
@@ -44,6 +45,7 @@ import json
 import os
 import resource
 import select
+import selectors
 import socket
 import time
 import zlib
@@ -55,6 +57,8 @@ from time import perf_counter
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
+
+from lab.deps import require_loopback_addresses
 
 BROADCAST_PREFIX = b'42["broadcast",'
 SEQ_MARK = b"#"
@@ -75,8 +79,49 @@ CONNECT, EVENT, ACK, CONNECT_ERROR = 0, 2, 3, 4
 
 
 def loopback_sources(count: int) -> tuple[str, ...]:
-    """127.0.0.1, 127.0.1.1, 127.0.2.1, ...: each source address has its own ~28k ephemeral ports."""
+    """127.0.0.1, 127.0.1.1, 127.0.2.1, ...: each source address has its own ~28k ephemeral ports.
+
+    Linux answers on all of them; macOS on 127.0.0.1 alone until lo0 is aliased, and LoadClient
+    then refuses to start, naming the command (lab/deps.py LO0_ALIASES).
+    """
     return tuple(f"127.0.{i}.1" for i in range(count))
+
+
+HAS_EPOLL = hasattr(select, "epoll")  # Linux only
+READABLE = getattr(select, "EPOLLIN", selectors.EVENT_READ)  # the one event the fleet asks for
+
+
+class SelectorPoll:
+    """The part of select.epoll the fleet uses, on selectors.DefaultSelector: kqueue on macOS.
+
+    For where epoll is missing, and for tests that force it on Linux (where DefaultSelector is
+    epoll again, behind the selectors module's keys). Its own fd is registered with the event
+    loop, as epoll's is, so it must be a selector that has one (epoll, kqueue, devpoll).
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        if not hasattr(self._selector, "fileno"):
+            self._selector.close()
+            raise RuntimeError(
+                f"{type(self._selector).__name__} has no file descriptor of its own: "
+                "the load client needs epoll (Linux) or kqueue (macOS, BSD)"
+            )
+
+    def register(self, fd: int, _mask: int) -> None:
+        self._selector.register(fd, selectors.EVENT_READ)
+
+    def unregister(self, fd: int) -> None:
+        self._selector.unregister(fd)
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        return [(key.fd, events) for key, events in self._selector.select(timeout)]
+
+    def fileno(self) -> int:
+        return self._selector.fileno()  # type: ignore[attr-defined]  (checked in __init__)
+
+    def close(self) -> None:
+        self._selector.close()
 
 
 # Under gevent every websocket costs the server two descriptors (simple-websocket keeps a
@@ -457,7 +502,9 @@ class LoadClient:
     `answer_heartbeats=False` leaves the server's pings unanswered (to show that it matters);
     `texts`: broadcast n's text is `#n#` then texts[n % len(texts)] (what it carries, for its size);
     `deflate` offers per-message compression, as every browser does (False: no offer);
-    `msgpack` (the msgpack module) speaks python-socketio's msgpack serializer instead of JSON.
+    `msgpack` (the msgpack module) speaks python-socketio's msgpack serializer instead of JSON;
+    `epoll=False` reads the sockets through the `selectors` module (SelectorPoll), as where
+    there is no epoll.
     """
 
     def __init__(
@@ -472,10 +519,15 @@ class LoadClient:
         texts: Sequence[str] = (),
         deflate: bool = True,
         msgpack: ModuleType | None = None,
+        epoll: bool = HAS_EPOLL,
     ):
         self.servers = [_server_address(one) for one in ([url] if isinstance(url, str) else url)]
         for source in sources:
             require_loopback(source)
+        require_loopback_addresses(sources)  # bound once each: macOS answers on 127.0.0.1 alone
+        if epoll and not HAS_EPOLL:
+            raise ValueError("select.epoll is Linux only: use epoll=False (the selectors module)")
+        self.epoll = epoll
         self.sources = sources
         self.concurrency = concurrency
         self.connect_timeout = connect_timeout
@@ -490,7 +542,8 @@ class LoadClient:
         self.connections: list[LeanConnection] = []  # joined the namespace, in order
         self._opened: list[LeanConnection] = []  # every websocket opened, to abort at close()
         self._by_fd: dict[int, LeanConnection] = {}
-        self._epoll: select.epoll | None = None  # every connection's socket, read by _drain
+        # Every connection's socket, read by _drain: an epoll set, or SelectorPoll standing in.
+        self._epoll: select.epoll | SelectorPoll | None = None
         self._read_interval = 0.0  # > 0: after a read, wait this long before the next (a burst)
         self._reading = False  # the epoll fd is registered with the event loop
         self._ack_ids = itertools.count()
@@ -576,10 +629,10 @@ class LoadClient:
 
     def _watch(self, conn: LeanConnection) -> None:
         if self._epoll is None:
-            self._epoll = select.epoll()
+            self._epoll = select.epoll() if self.epoll else SelectorPoll()
             self._resume_reading()
         self._by_fd[conn.fd] = conn
-        self._epoll.register(conn.fd, select.EPOLLIN)
+        self._epoll.register(conn.fd, READABLE)
 
     def forget(self, conn: LeanConnection) -> None:
         """Stop reading a connection's socket (before it is closed, so its fd is not reused yet)."""

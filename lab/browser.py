@@ -1,12 +1,12 @@
-"""Headless Chromium from the system's package, driven by Playwright (no browser download)."""
+"""Headless Chromium from the system's package (or an installed Google Chrome), driven by
+Playwright (no browser download)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lab.deps import INSTALL_HINTS, MissingDependency
+from lab.deps import CHROMIUM_NAMES, MissingDependency, find_chromium, install_hint
 
 # Without --disable-background-networking, Chromium keeps dialling Google's hosts,
 # which fails noisily on a closed network (a workshop, CI).
@@ -14,12 +14,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-g
 
 
 def chromium_path() -> str:
-    """The system Chromium, or MissingDependency naming the install command."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise MissingDependency(f"chromium is not on PATH. Install it with: {INSTALL_HINTS['chromium']}")
+    """The system Chromium (or Google Chrome), or MissingDependency naming the install command."""
+    path = find_chromium()
+    if path is None:
+        names = ", ".join(CHROMIUM_NAMES)
+        raise MissingDependency(
+            f"chromium is not on PATH ({names}) nor in /Applications. "
+            f"Install it with: {install_hint('chromium')}"
+        )
+    return path
 
 
 @contextmanager

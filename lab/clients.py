@@ -16,6 +16,8 @@ import requests
 import socketio
 from engineio.payload import Payload
 
+from lab.deps import require_loopback_addresses
+
 # python-engineio's client drops a long-polling connection when one poll brings more than
 # 16 packets ("Unexpected packet from server, aborting"; python-engineio#142). A busy test
 # server easily queues more than that for a client between two polls.
@@ -89,6 +91,9 @@ class RecordingClient:
         if source is None:
             self.sio = socketio.Client(reconnection=reconnection)
         else:
+            # Bound once first: macOS answers on 127.0.0.1 alone until lo0 is aliased, and a
+            # client that quietly left from there would stand for no user of its own.
+            require_loopback_addresses([source])
             http = requests.Session()
             http.mount("http://", _SourceBoundAdapter(source))
             self.sio = _SourceBoundClient(reconnection=reconnection, http_session=http)
@@ -175,7 +180,11 @@ class RecordingClient:
 
 
 def address_of_user(i: int) -> str:
-    """User i's own address, 127.0.<i+1>.1: many users, each on their own machine."""
+    """User i's own address, 127.0.<i+1>.1: many users, each on their own machine.
+
+    This and address_in_one_subnet are among lab/deps.py SPREAD_ADDRESSES, whose fix
+    (LO0_ALIASES) makes macOS answer on them.
+    """
     return f"127.0.{i + 1}.1"
 
 

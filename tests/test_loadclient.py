@@ -2,7 +2,9 @@
 
 The bench's figures are only as good as the client that counts them, so it is
 checked against a real server process and against python-socketio's client
-receiving the same broadcasts.
+receiving the same broadcasts. Each test that reads sockets runs twice on Linux: on
+epoll, as the bench does, and with the `selectors` fallback forced (`epoll=False`), the
+path a Mac takes (kqueue there), to the same results.
 """
 
 from __future__ import annotations
@@ -11,11 +13,19 @@ import asyncio
 import base64
 import hashlib
 import json
+import select
 import time
 
 import pytest
 
-from bench.loadclient import LoadClient, latency_summary, loopback_sources, websocket_frame
+from bench.loadclient import (
+    HAS_EPOLL,
+    LoadClient,
+    SelectorPoll,
+    latency_summary,
+    loopback_sources,
+    websocket_frame,
+)
 from lab.apps import start_app
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT
@@ -23,6 +33,14 @@ from lab.processes import REPO_ROOT
 CHAPTER02_GEVENT = "chapters/02_async_modes/run_gevent.py"
 NODE_SERVER = REPO_ROOT / "bench" / "node_reference" / "server.js"
 LEAN_CLIENTS = 12
+
+
+@pytest.fixture(
+    params=[True, False] if HAS_EPOLL else [False], ids=lambda epoll: "epoll" if epoll else "selectors"
+)
+def epoll(request) -> bool:
+    """LoadClient's `epoll`: True reads the sockets through an epoll set, False through `selectors`."""
+    return request.param
 
 
 async def wait_for(what: str, condition, timeout: float = 5.0) -> None:
@@ -45,14 +63,14 @@ def start_node(bench, **env):
     )
 
 
-def test_lean_clients_receive_what_python_socketio_receives(bench, clients):
+def test_lean_clients_receive_what_python_socketio_receives(bench, clients, epoll):
     """Lean clients and a python-socketio client receive the same broadcasts, exactly once each, in order."""
     app = start_app(bench, CHAPTER02_GEVENT)
     reference = clients("python-socketio").connect(app.url)
 
     async def scenario():
         # Three loopback source addresses, as the bench spreads its thousands of connections.
-        async with LoadClient(app.url, sources=loopback_sources(3), keep_events=True) as fleet:
+        async with LoadClient(app.url, sources=loopback_sources(3), keep_events=True, epoll=epoll) as fleet:
             opened = await fleet.open(LEAN_CLIENTS, timeout=15)
             assert opened.connected == LEAN_CLIENTS, opened.errors
             sources = {conn.sock.getsockname()[0] for conn in fleet.connections}
@@ -84,13 +102,13 @@ def test_lean_clients_receive_what_python_socketio_receives(bench, clients):
         assert received == expected
 
 
-def test_acks_answer_like_python_socketio(bench, clients):
+def test_acks_answer_like_python_socketio(bench, clients, epoll):
     """An emit with an ack id gets the answer python-socketio's call() gets, for a bad payload too."""
     app = start_app(bench, CHAPTER02_GEVENT)
     reference = clients("python-socketio").connect(app.url)
 
     async def scenario():
-        async with LoadClient(app.url, keep_events=True) as fleet:
+        async with LoadClient(app.url, keep_events=True, epoll=epoll) as fleet:
             await fleet.open(1, timeout=10)
             conn = fleet.connections[0]
             ping = await fleet.call(conn, "ping")
@@ -108,13 +126,13 @@ def test_acks_answer_like_python_socketio(bench, clients):
 
 
 @pytest.mark.parametrize("answer", [True, False], ids=["answered", "unanswered"])
-def test_heartbeats_keep_a_connection_alive(bench, answer):
+def test_heartbeats_keep_a_connection_alive(bench, answer, epoll):
     """Answering the server's pings keeps a connection open; leaving them unanswered gets it dropped."""
     # socket.io's Node server with 200 ms pings and a 300 ms grace: heartbeats within a second.
     node = start_node(bench, PING_INTERVAL_MS="200", PING_TIMEOUT_MS="300")
 
     async def scenario():
-        async with LoadClient(node.url, answer_heartbeats=answer) as fleet:
+        async with LoadClient(node.url, answer_heartbeats=answer, epoll=epoll) as fleet:
             await fleet.open(1, timeout=10)
             if answer:
                 # Five ping intervals: without the answers the server would have closed it by then.
@@ -128,12 +146,12 @@ def test_heartbeats_keep_a_connection_alive(bench, answer):
     assert (dropped, alive) == ((0, True) if answer else (1, False))
 
 
-def test_broadcast_latency_is_counted_per_delivery(bench):
+def test_broadcast_latency_is_counted_per_delivery(bench, epoll):
     """Every delivery of a triggered broadcast is counted once, with a latency from its own send time."""
     node = start_node(bench)
 
     async def scenario():
-        async with LoadClient(node.url, sources=loopback_sources(2)) as fleet:
+        async with LoadClient(node.url, sources=loopback_sources(2), epoll=epoll) as fleet:
             await fleet.open(50, timeout=10)
             return await fleet.measure(4, sequential=True, timeout=10)
 
@@ -163,7 +181,7 @@ def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     return bytes(((0x80 if fin else 0) | opcode,)) + length + payload
 
 
-def test_frames_of_every_length_form_and_fragments_are_read():
+def test_frames_of_every_length_form_and_fragments_are_read(epoll):
     """The WebSocket reader handles 2- and 8-byte lengths, split reads, fragments, pings and a close frame."""
     texts = ["#x#" + "a" * 200, "#y#" + "b" * 70_000, "#z#" + "fragmented"]
     heard: dict[str, bytes] = {}
@@ -208,9 +226,11 @@ def test_frames_of_every_length_form_and_fragments_are_read():
     async def scenario():
         server = await asyncio.start_server(scripted_server, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with server, LoadClient(f"http://127.0.0.1:{port}", keep_events=True) as fleet:
+        async with server, LoadClient(f"http://127.0.0.1:{port}", keep_events=True, epoll=epoll) as fleet:
             opened = await fleet.open(1, timeout=5)
             assert opened.connected == 1, opened.errors
+            # The sockets are read through what was asked for: epoll itself, or the selectors module.
+            assert type(fleet._epoll) is (select.epoll if epoll else SelectorPoll)
             conn = fleet.connections[0]
             await wait_for("three broadcasts", lambda: len(broadcasts(conn)) == 3)
             await wait_for("the close frame to drop the connection", lambda: fleet.dropped == 1)
