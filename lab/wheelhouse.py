@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# nox and its fast backend, pinned as .ci/run installs them.
+# nox and its fast backend, pinned as .ci/install installs them.
 RUNNER = ("nox==2026.10.20", "uv==0.13.8")
 LOCKS = tuple(ROOT / "requirements" / f"{name}.txt" for name in ("tests", "lint", "docs", "knobs", "build"))
 # The chapters' guard extension: not on PyPI, so the kit carries a wheel built from its folder.
@@ -189,10 +189,10 @@ def fill_npm_cache(kit: Path) -> None:
 
 def build_site(kit: Path) -> None:
     """The site as `nox -s docs` builds it, strict, into the kit."""
-    argv = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(kit / SITE)]
-    if subprocess.run(argv, cwd=ROOT).returncode != 0:
+    argv = [sys.executable, "-m", "properdocs", "build", "--strict", "--quiet", "-f", "mkdocs.yml"]
+    if subprocess.run([*argv, "--site-dir", str(kit / SITE)], cwd=ROOT).returncode != 0:
         raise KitFailed(
-            "mkdocs build --strict failed (run through `nox -s wheelhouse`, which installs mkdocs)."
+            "properdocs build --strict failed (run through `nox -s wheelhouse`, which installs properdocs)."
         )
 
 

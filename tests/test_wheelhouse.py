@@ -156,7 +156,7 @@ def test_the_kit_builds_the_guard_with_the_backend_its_pyproject_pins():
 
 
 def test_the_kit_carries_the_nox_and_uv_that_ci_installs():
-    """The kit's nox and uv are the versions .ci/run installs."""
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    """The kit's nox and uv are the versions CI installs (.ci/install, which .ci/run calls)."""
+    ci = (ROOT / ".ci" / "install").read_text(encoding="utf-8")
 
     assert sorted(re.findall(r"\b(?:nox|uv)==\S+", ci)) == sorted(RUNNER)
