@@ -124,15 +124,9 @@ def healthz():
     # Which server runs the mode; eventlet.wsgi is the one that sets no SERVER_SOFTWARE.
     environ = request.environ
     server = environ.get("SERVER_SOFTWARE") or ("eventlet.wsgi" if "eventlet.input" in environ else "unknown")
-    mode = socketio.async_mode
-    return jsonify(
-        status="ok",
-        instance=INSTANCE_NAME,
-        async_mode=mode,
-        server=server,
-        max_clients=MAX_CLIENTS,
-        gc_thresholds=gc.get_threshold(),  # gunicorn.conf.py raises them
-    )
+    health = dict(status="ok", instance=INSTANCE_NAME, async_mode=socketio.async_mode, server=server)
+    # The garbage collector's thresholds: gunicorn.conf.py raises them for the production command.
+    return jsonify(**health, max_clients=MAX_CLIENTS, gc_thresholds=gc.get_threshold())
 
 
 # --8<-- [start:serve]
