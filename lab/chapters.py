@@ -229,6 +229,8 @@ def start_topology(
     *,
     prefix: str,
     ports: Ports | None = None,
+    host: str = "127.0.0.1",
+    lan_address: str | None = None,
     timeout: float = 30.0,
 ) -> list[Service]:
     """Start Redis if the topology needs it, its app instances, named <prefix>-1 ... <prefix>-N,
@@ -236,8 +238,13 @@ def start_topology(
     Celery workers and beat, which come last. Redis, <prefix>-redis, is not in the list.
 
     With `ports`, each listens on its fixed port (the demo); without, on OS-assigned ones.
+    The side's pages (its balancer, else its instances) listen on `host`, the rest on loopback;
+    with `lan_address`, the instances answer `Host: <lan_address>` too (TRUSTED_HOSTS), and no other.
     """
     env = dict(topology.env)
+    if lan_address:
+        env["TRUSTED_HOSTS"] = f"127.0.0.1,localhost,{lan_address}"
+    pages = {"HOST": host} if topology.balancer is None else {}
     if topology.needs_redis:
         redis = start_redis(bench, name=f"{prefix}-redis", port=ports.redis if ports else None)
         env["REDIS_URL"] = redis.url
@@ -246,7 +253,7 @@ def start_topology(
             bench,
             topology.script,
             name=f"{prefix}-{i}",
-            env=env,
+            env={**env, **pages},
             port=ports.instance(i, topology.instances) if ports else None,
             wait_ready=not topology.never_ready,
             timeout=timeout,
@@ -264,5 +271,5 @@ def start_topology(
         return [*instances, *workers]
     kind, config = topology.balancer
     port = ports.balancer if ports else None
-    balancer = BALANCERS[kind](bench, config, instances, name=f"{prefix}-{kind}", port=port)
+    balancer = BALANCERS[kind](bench, config, instances, name=f"{prefix}-{kind}", port=port, host=host)
     return [balancer, *instances, *workers]

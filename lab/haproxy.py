@@ -6,7 +6,7 @@ As with nginx (lab/nginx.py), the chapter's file keeps example ports (instances 
 - the `server NAME host:port ...` lines of the first backend become one line per
   running instance, named after it, with the first line's options and its
   `cookie` value set to the instance's name;
-- `bind :NNNN` becomes HAProxy's own port, on loopback.
+- `bind :NNNN` becomes HAProxy's own port, on loopback (or the address `serve --host` names).
 
 Nothing else changes. HAProxy runs in the foreground (`-db`) and, as the chapter's
 file says (`log stdout`), logs one line per request to the bench's log.
@@ -29,7 +29,9 @@ COOKIE = re.compile(r"\bcookie\s+\S+")
 BIND = re.compile(r"(\bbind\s+)[\d.]*:\d+")
 
 
-def render_config(config: str, listen_port: int, backends: Sequence[tuple[str, str]]) -> str:
+def render_config(
+    config: str, listen_port: int, backends: Sequence[tuple[str, str]], host: str = "127.0.0.1"
+) -> str:
     """The chapter's config with its servers (name, host:port) and its bind port replaced."""
     config = replace_servers(
         config,
@@ -41,7 +43,7 @@ def render_config(config: str, listen_port: int, backends: Sequence[tuple[str, s
         ),
         "a backend with `server NAME host:port` lines",
     )
-    config, binds = BIND.subn(rf"\g<1>127.0.0.1:{listen_port}", config)
+    config, binds = BIND.subn(rf"\g<1>{host}:{listen_port}", config)
     if binds == 0:
         raise ValueError("the HAProxy config needs a `bind :PORT` line")
     return config
@@ -54,6 +56,7 @@ def start_haproxy(
     *,
     name: str = "haproxy",
     port: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Service:
     """Start HAProxy from a chapter's `config` in front of `backends`; ready when /healthz answers."""
     binary = require_binary("haproxy")
@@ -62,7 +65,7 @@ def start_haproxy(
 
     def launch_on(chosen: int) -> Launch:
         addresses = [(b.name, f"127.0.0.1:{b.port}") for b in backends]
-        rendered.write_text(render_config(template, chosen, addresses))
+        rendered.write_text(render_config(template, chosen, addresses, host))
         return Launch(
             argv=[binary, "-db", "-f", str(rendered)],
             # Ready when an instance's /healthz answers through it.

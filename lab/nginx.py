@@ -8,7 +8,7 @@ example ports a reader can use as they are (instances on 5001, 5002, ...; nginx 
 
 - the `server host:port` lines of the first upstream block become one line per
   running instance, with the first line's options (`max_fails=...`);
-- `listen NNNN` becomes nginx's own port, on loopback;
+- `listen NNNN` becomes nginx's own port, on loopback (or the address `serve --host` names);
 - the lines in LAB_HTTP_LINES open the `http` block: a second access log, whose lines
   name the instance that answered (`upstream=`), which the tests read;
 - nginx runs in the bench's folder (`-p`), where the config's own relative paths put
@@ -51,7 +51,9 @@ LOG_LINE = re.compile(
 )
 
 
-def render_config(config: str, listen_port: int, backends: Sequence[str], state: Path) -> str:
+def render_config(
+    config: str, listen_port: int, backends: Sequence[str], state: Path, host: str = "127.0.0.1"
+) -> str:
     """The chapter's config with its upstream servers, its listen port and the lab's folders."""
     config = replace_servers(
         config,
@@ -60,7 +62,7 @@ def render_config(config: str, listen_port: int, backends: Sequence[str], state:
         lambda indent, options: "".join(f"{indent}server {backend}{options};\n" for backend in backends),
         "an upstream block with `server host:port` lines",
     )
-    config, listens = LISTEN.subn(rf"\g<1>127.0.0.1:{listen_port}", config)
+    config, listens = LISTEN.subn(rf"\g<1>{host}:{listen_port}", config)
     if listens == 0:
         raise ValueError("the nginx config needs a `listen` directive")
     config, https = HTTP_BLOCK.subn(lambda m: m.group(0) + LAB_HTTP_LINES.format(state=state), config, 1)
@@ -109,6 +111,7 @@ def start_nginx(
     *,
     name: str = "nginx",
     port: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Service:
     """Start nginx from a chapter's `config` in front of `backends`; ready when /healthz answers.
 
@@ -124,7 +127,7 @@ def start_nginx(
     def launch_on(chosen: int) -> Launch:
         rendered = state / "nginx.conf"
         backend_addresses = [f"127.0.0.1:{b.port}" for b in backends]
-        rendered.write_text(render_config(template, chosen, backend_addresses, state))
+        rendered.write_text(render_config(template, chosen, backend_addresses, state, host))
         return Launch(
             argv=[
                 binary,

@@ -3,18 +3,21 @@
     python -m lab.serve 03                      # the control room on :5500, every side on fixed ports
     python -m lab.serve 04 --twin round-robin   # the chapter and one twin
     python -m lab.serve 03 --port 0             # OS-assigned ports (tests, or when 5000 is taken)
+    python -m lab.serve 01 --host 0.0.0.0       # phones on this network open the pages too
 
 Side k (0 the chapter, then each twin in order) listens on 5000 + 100 k and up, the same
 ports as each chapter's by-hand instructions (lab.chapters.Ports). Runs in the foreground and
 owns every process it starts: Ctrl-C (or SIGTERM) stops them all, process trees included.
-Logs go to .lab/serve-NN/.
+Logs go to .lab/serve-NN/. The control room stays on loopback whatever --host says.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +27,11 @@ from lab.deps import MissingDependency
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
 CONTROL_ROOM_PORT = 5500
+# Its buttons stop and kill processes: only the machine running the demo reaches it.
+CONTROL_ROOM_HOST = "127.0.0.1"
+# A private address to route towards: connect() on a UDP socket only picks the route, and with
+# it the address this machine would answer from; it sends nothing.
+ROUTE_PROBE = ("10.254.254.254", 9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="the control room's address (default loopback; its buttons answer loopback only)",
+        help="where the chapter's pages listen (default loopback; 0.0.0.0: phones on this network too)",
     )
     parser.add_argument("--log-dir", help="where the logs go (default .lab/serve-NN, emptied first)")
     args = parser.parse_args(argv)
@@ -51,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             f"chapter {chapter.number} has no twin {', '.join(sorted(unknown))}: it has {', '.join(twins)}"
         )
 
+    try:
+        phones = phone_address(args.host)
+    except ValueError:
+        parser.error(f"--host takes an IPv4 address (0.0.0.0: every one) or localhost, not {args.host!r}")
+
     if not (REPO_ROOT / "node_modules" / "socket.io-client").exists():
         print("warning: the Socket.IO JS client is not installed (run `npm ci`); pages will use a CDN.")
 
@@ -61,19 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with LabBench(log_dir) as bench:
             print(f"Chapter {chapter.number}: {chapter.title}")
-            sides = start_sides(bench, chapter, args.port, args.twin)
+            sides = start_sides(bench, chapter, args.port, args.twin, args.host, phones)
             actions = Actions()
             # python-engineio's clients (the probes) take over SIGINT to disconnect each in turn,
             # about 3 s apiece; the room disconnects them all at once instead (room.close()).
             signal.signal(signal.SIGINT, signal.default_int_handler)
             room = ControlRoom(bench, chapter, sides, actions)
-            server = serve_control_room(room, args.host, args.control_port)
+            server = serve_control_room(room, CONTROL_ROOM_HOST, args.control_port)
             for side in sides:
                 if side.probe:
                     side.probe.start()
             if chapter.demo:
                 print("\n" + chapter.demo)
-            print(f"\nControl room: http://{args.host}:{server.server_address[1]}/")
+            print(f"\nControl room: http://{CONTROL_ROOM_HOST}:{server.server_address[1]}/")
+            if phones:
+                print(f"Phones on this network: the addresses after 'phones:' (the apps trust {phones} too).")
+            elif not is_loopback(args.host):
+                print("warning: this machine has no network but loopback: no phone can reach its pages.")
             print(f"Logs: {log_dir}\nPress Ctrl-C to stop everything.", flush=True)
             try:
                 _watch(bench, actions)
@@ -90,19 +107,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_sides(bench: LabBench, chapter: Chapter, first_port: int, only: list[str] | None) -> list[Side]:
-    """Start the chapter and its twins (all, or those named), each on its fixed ports."""
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or ipaddress.IPv4Address(host).is_loopback
+
+
+def phone_address(host: str) -> str | None:
+    """The address a phone in the room opens to reach pages served on `host`: `host` itself, or
+    for 0.0.0.0 (every address) the one this machine's route to a private network leaves from.
+    None on loopback, or when the machine has no such route (no network but loopback)."""
+    if is_loopback(host):
+        return None
+    if not ipaddress.IPv4Address(host).is_unspecified:
+        return host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.connect(ROUTE_PROBE)
+        except OSError:  # no route there: nothing but loopback
+            return None
+        return udp.getsockname()[0]
+
+
+def start_sides(
+    bench: LabBench,
+    chapter: Chapter,
+    first_port: int,
+    only: list[str] | None,
+    host: str = "127.0.0.1",
+    phones: str | None = None,
+) -> list[Side]:
+    """Start the chapter and its twins (all, or those named), each on its fixed ports; each
+    side's pages listen on `host`, and answer to the name `phones` too."""
     sides = []
     for k, (label, topology) in enumerate(chapter.sides):
         if k and only and label not in only:
             continue  # a twin's ports stay its own whether or not the others run
         ports = Ports.of_side(k, first_port) if first_port else None
-        services = start_topology(bench, topology, prefix=label, ports=ports)
-        for service in services:
-            where = f"{service.url}/" if service.url else f"(log: {service.log_path.name})"
-            if topology.never_ready and kind_of(service.name) == "instance":
-                where += "  (never listens, on purpose: see its log)"
-            print(f"  {label:<18} {service.name:<24} {where}", flush=True)
+        services = start_topology(bench, topology, prefix=label, ports=ports, host=host, lan_address=phones)
         names = [service.name for service in services]
         if topology.needs_redis:
             names.insert(0, f"{label}-redis")
@@ -110,6 +150,13 @@ def start_sides(bench: LabBench, chapter: Chapter, first_port: int, only: list[s
         instances = [s for s in services if kind_of(s.name) == "instance"]
         # Two pages through one balancer, as two users; else one page per instance.
         entries = [balancer.url] * 2 if balancer else [s.url for s in instances]
+        for service in services:
+            where = f"{service.url}/" if service.url else f"(log: {service.log_path.name})"
+            if phones and service.url in entries:
+                where += f"  phones: http://{phones}:{service.port}/"
+            if topology.never_ready and kind_of(service.name) == "instance":
+                where += "  (never listens, on purpose: see its log)"
+            print(f"  {label:<18} {service.name:<24} {where}", flush=True)
         # Behind a balancer the probes stay on long-polling, a browser's first seconds: each
         # request is routed afresh, so a balancer that is not sticky shows, every time. (Upgraded
         # at once, python's client would sometimes land its websocket on the right instance.)
