@@ -64,7 +64,8 @@ def test_progress_then_one_result_for_the_requester_only(start_taskboard):
         assert [name for name, _ in events_of(page, task, *TERMINAL)] == ["result"]
     # bob is connected to an instance where ann's events are delivered too, and gets none of them.
     assert not [name for name, data in bob.events if isinstance(data, dict) and data.get("task") == task]
-    assert board.state("ann", task) == "SUCCESS"
+    # Celery stores the task's record once it returns, after the `result` it emitted: wait for it.
+    wait_until(lambda: board.state("ann", task) == "SUCCESS", timeout=5, what="SUCCESS in the result backend")
 
 
 def test_http_start_reaches_the_user_and_refuses_others(start_taskboard):
