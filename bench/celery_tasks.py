@@ -303,6 +303,18 @@ def _gap(chapter: list[Timing], reference: list[Timing], block: int) -> dict[str
     if not (ours and theirs):
         return None
     p50s = [latency_summary(side)["p50_ms"] for side in (ours, theirs)]
+    # Each leg's p50 apart: before the ack, the web instance's handler; after it, the worker's side.
+    legs = {
+        leg: round(
+            latency_summary([lap(t) for t in chapter if t.result])["p50_ms"]
+            - latency_summary([lap(t) for t in reference if t.result])["p50_ms"],
+            3,
+        )
+        for leg, lap in (
+            ("start_to_ack_p50_ms", lambda t: t.acked - t.sent),
+            ("ack_to_result_p50_ms", lambda t: t.result - t.acked),
+        )
+    }
     pairs = [
         1000 * (statistics.median(ours[i : i + block]) - statistics.median(theirs[i : i + block]))
         for i in range(0, min(len(ours), len(theirs)), block)
@@ -310,6 +322,7 @@ def _gap(chapter: list[Timing], reference: list[Timing], block: int) -> dict[str
     interval = stats.signed_rank_interval(pairs)
     return {
         "start_to_result_p50_ms": round(p50s[0] - p50s[1], 3),
+        **legs,
         "block_pairs": len(pairs),
         # Too few pairs for the interval (five or fewer, as in a quick run): none.
         "by_block": {
@@ -559,6 +572,11 @@ def _reference_lines(
             "what the chapter's own code and its second web instance, on the same cores, add to a no-op task "
             "(informative: no target)."
         )
+        if "start_to_ack_p50_ms" in gap:  # not in records made before the legs were kept apart
+            line += (
+                f" Before the ack, in the web instance's `start` handler: {gap['start_to_ack_p50_ms']} ms;"
+                f" after it, the worker's side and the emits: {gap['ack_to_result_p50_ms']} ms."
+            )
         if by_block := gap.get("by_block"):
             line += (
                 f" Block against block ({gap['block_pairs']} pairs): {by_block['estimate_ms']} ms, "

@@ -63,8 +63,8 @@ def timings(first_ms: float, count: int, instance: str) -> list[Timing]:
 def test_the_summary_sets_the_reference_beside_the_chapter_and_still_reads_older_records():
     """The summary sets the reference beside the chapter, with the gap; a record from before it still reads.
 
-    The reference's p50 / p99 beside each of the chapter's stages, the gap at p50 and its
-    interval block against block, the load average over the scenario.
+    The reference's p50 / p99 beside each of the chapter's stages, the gap at p50, split before and
+    after the ack, and its interval block against block, the load average over the scenario.
     """
     stored = json.loads((common.DOCS_BENCH / f"{celery_tasks.NAME}.json").read_text())
     older = copy.deepcopy(stored)
@@ -83,11 +83,20 @@ def test_the_summary_sets_the_reference_beside_the_chapter_and_still_reads_older
         "gap": celery_tasks._gap(chapter, reference, 5),
     }
     assert record["latency"]["gap"]["start_to_result_p50_ms"] == 2.0
+    # acked at half of each task's time: the legs split the gap evenly
+    assert (
+        record["latency"]["gap"]["start_to_ack_p50_ms"],
+        record["latency"]["gap"]["ack_to_result_p50_ms"],
+    ) == (1.0, 1.0)
     assert record["latency"]["gap"]["by_block"]["estimate_ms"] == 2.0
     text = celery_tasks.summary_markdown(record)
 
     assert "| `start` emit to `result`: end to end | 40 | 5.2 | 5.39 | 5.39 | 3.2 / 3.39 | 2.0 |" in text
     assert "**The chapter's p50 minus the reference's, `start` to `result`: 2.0 ms**" in text
     assert "Block against block (8 pairs): 2.0 ms" in text
+    assert (
+        "Before the ack, in the web instance's `start` handler: 1.0 ms;"
+        " after it, the worker's side and the emits: 1.0 ms." in text
+    )
     assert "1.5, 0.75, 0.25 at its start, 1.75, 1.0, 0.5 at its end" in text
     assert celery_tasks.headline(record)["the reference's p50 (ms)"] == "3.2"
