@@ -108,6 +108,14 @@ class RawWebSocket:
         except TimeoutError:
             return "silent"
 
+    def after_close_handshake(self) -> bytes:
+        """Answer the server's close frame, as a browser does, then the server's next bytes:
+        b"" when it ends the connection, as it should (RFC 6455 section 7.1.1)."""
+        while self.ws.recv_data(control_frame=True)[0] != websocket.ABNF.OPCODE_CLOSE:
+            pass  # websocket-client answers the close frame with its own
+        self.ws.sock.settimeout(RAW_TIMEOUT)
+        return self.ws.sock.recv(4096)
+
     def wait_dropped(self) -> None:
         """After a CLOSE, wait for the WebSocket close frame or the end of the connection:
         by then the server has done all it will with the frames it was sent."""

@@ -18,13 +18,11 @@ from dataclasses import dataclass
 import pytest
 import requests
 import socketio
-import websocket
 from flask_socketio_guard import DEFAULTS
 
 from lab.apps import healthz, start_app
 from lab.clients import TRANSPORTS, RecordingClient
 from lab.processes import REPO_ROOT, Service, wait_until
-from lab.raw import RAW_TIMEOUT
 from lab.redis_server import start_redis
 from tests.fuzz.wire import largest_frame
 from tests.hostile_apps import APPS, ROOM, App, Door
@@ -349,11 +347,7 @@ def test_a_websocket_the_server_closes_ends_its_tcp_connection_after_the_close_h
     s = scene(app)
     with s.door.raw_websocket("closed") as ws:
         ws.send(GARBAGE["bad-json"])  # the guard closes the connection: one line, one close frame
-        # websocket-client answers the server's close frame with its own, as a browser does.
-        while ws.ws.recv_data(control_frame=True)[0] != websocket.ABNF.OPCODE_CLOSE:
-            pass
-        ws.ws.sock.settimeout(RAW_TIMEOUT)
-        rest = ws.ws.sock.recv(4096)
+        rest = ws.after_close_handshake()
     assert rest == b"", f"the server went on after the close handshake: {rest!r}"
     assert len(malformed_lines(s.server)) == 1, malformed_lines(s.server)
     assert "Invalid HTTP method" not in s.server.log_text()
@@ -372,11 +366,6 @@ def test_under_werkzeug_the_close_frame_is_never_sent_on_a_closed_socket(scene):
     for _ in range(200):
         with s.door.raw_websocket("closed") as ws:
             ws.send(GARBAGE["not-engine-io"])
-            # websocket-client answers the server's close frame with its own, as a browser does.
-            while ws.ws.recv_data(control_frame=True)[0] != websocket.ABNF.OPCODE_CLOSE:
-                pass
-            ws.ws.sock.settimeout(RAW_TIMEOUT)
-            while ws.ws.sock.recv(4096):  # then the end of the connection
-                pass
+            assert ws.after_close_handshake() == b""
     assert len(malformed_lines(s.server)) == 200
     assert "Traceback" not in s.server.log_text()
