@@ -165,6 +165,12 @@ def chapter05(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def chapter06(session: nox.Session) -> None:
+    """Chapter 06: through reconnects, a killed instance and a Redis restart, nothing lost, doubled or misordered."""
+    _pytest(session, "tests/chapter06")
+
+
+@nox.session(default=False)
 def fuzz(session: nox.Session) -> None:
     """Every app against bad payloads and garbage frames from Hypothesis: a reason or a closed connection.
 

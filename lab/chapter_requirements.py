@@ -33,6 +33,7 @@ NEEDS = {
     "chapters/03_redis_scaling": [*SERVER, "gevent", "redis"],
     "chapters/04_nginx_lb": [*SERVER, "gevent", "redis", "gunicorn"],
     "chapters/05_celery": [*SERVER, "gevent", "redis", "celery"],
+    "chapters/06_delivery_guarantees": [*SERVER, "gevent", "redis"],
     "recipes/auth_on_connect": SERVER,
 }
 # A lock line: `name==version`, then `; marker` when only some platforms or Pythons need it, then

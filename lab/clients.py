@@ -75,6 +75,26 @@ class _SourceBoundClient(socketio.Client):
         return _SourceBoundEngineIO
 
 
+class _InOrderEngineIO(_SourceBoundEngineIO):
+    """Runs each message's handler in the read loop, one after the other, as a browser does.
+
+    python-engineio's client starts a thread per message (`run_async=True`), so two messages
+    that arrive in order may be handled out of it: a test that counts misordered messages
+    would blame the server for its own client. Handlers here must not block (no `call`).
+    """
+
+    def _receive_packet(self, pkt: engineio.packet.Packet) -> None:
+        if pkt.packet_type == engineio.packet.MESSAGE:
+            self._trigger_event("message", pkt.data, run_async=False)
+        else:
+            super()._receive_packet(pkt)
+
+
+class _InOrderClient(socketio.Client):
+    def _engineio_client_class(self) -> type[engineio.Client]:
+        return _InOrderEngineIO
+
+
 class RecordingClient:
     """A python-socketio client over one transport that records every event it receives.
 
@@ -83,20 +103,29 @@ class RecordingClient:
     so a balancer that hashes the client's address sees many clients, not one;
     `reconnection=True` lets it reconnect on its own, as a browser does (a failover drill).
     Connects and disconnects are recorded as the events "connect" and "disconnect".
+    `in_order=True` handles the events one at a time in the order they arrived (_InOrderEngineIO).
     """
 
-    def __init__(self, label: str = "client", *, source: str | None = None, reconnection: bool = False):
+    def __init__(
+        self,
+        label: str = "client",
+        *,
+        source: str | None = None,
+        reconnection: bool = False,
+        in_order: bool = False,
+    ):
         self.label = label
         self.source = source
+        kind = _InOrderClient if in_order else socketio.Client if source is None else _SourceBoundClient
         if source is None:
-            self.sio = socketio.Client(reconnection=reconnection)
+            self.sio = kind(reconnection=reconnection)
         else:
             # Bound once first: macOS answers on 127.0.0.1 alone until lo0 is aliased, and a
             # client that quietly left from there would stand for no user of its own.
             require_loopback_addresses([source])
             http = requests.Session()
             http.mount("http://", _SourceBoundAdapter(source))
-            self.sio = _SourceBoundClient(reconnection=reconnection, http_session=http)
+            self.sio = kind(reconnection=reconnection, http_session=http)
             self.sio.eio.source = source
         self.events: list[tuple[str, Any]] = []
         self._changed = threading.Condition()

@@ -59,8 +59,14 @@ def ping(port: int, host: str = "127.0.0.1") -> bool:
         return sock.recv(64).startswith(b"+PONG")
 
 
-def start_redis(bench: LabBench, *, name: str = "redis", port: int | None = None) -> Service:
-    """Start redis-server on loopback with no persistence; ready when it answers PING."""
+def start_redis(
+    bench: LabBench, *, name: str = "redis", port: int | None = None, durable: bool = False
+) -> Service:
+    """Start redis-server on loopback; ready when it answers PING.
+
+    With no persistence, unless `durable`: then every write is in the append-only file before
+    Redis acknowledges it (`appendfsync always`), and a restart on the same data dir reloads it.
+    """
     binary = redis_server_binary()
     data_dir = Path(bench.log_dir) / f"{name}-data"
     data_dir.mkdir(exist_ok=True)
@@ -75,8 +81,7 @@ def start_redis(bench: LabBench, *, name: str = "redis", port: int | None = None
                 "127.0.0.1",
                 "--save",
                 "",  # no snapshots: a test's queue is throwaway
-                "--appendonly",
-                "no",
+                *(["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]),
                 "--dir",
                 str(data_dir),
             ],

@@ -27,8 +27,11 @@ def clients():
     """Make RecordingClients; any still connected are disconnected at teardown."""
     made: list[RecordingClient] = []
 
-    def make(label: str = "client", **options) -> RecordingClient:
-        client = RecordingClient(label, **options)
+    def make(
+        label: str = "client", *, kind: type[RecordingClient] = RecordingClient, **options
+    ) -> RecordingClient:
+        """A RecordingClient, or a kind of one (lab/delivery.py's ReliableClient)."""
+        client = kind(label, **options)
         made.append(client)
         return client
 

@@ -69,6 +69,7 @@ SIZES = {
     "chapters/02_async_modes/app.py": (330, None),
     "chapters/03_redis_scaling/app.py": (330, None),
     "chapters/04_nginx_lb/app.py": (330, None),
+    "chapters/06_delivery_guarantees/app.py": (330, None),
 }
 
 
