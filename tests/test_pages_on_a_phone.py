@@ -31,6 +31,7 @@ TOO_EARLY = {
     "03": ("#message-form", "Send", "not sent: join a room first"),
     "04": ("#message-form", "Send", "not sent: join a room first"),
     "05": ("#start-form", "Build a report", "not started: log in first"),
+    "06": ("#message-form", "Send", "not sent: join a room first"),
     "recipe": ("#notice-form", "Notify me", "not sent: log in first"),
 }
 
