@@ -90,11 +90,13 @@ class Chapter:
 CELERY_ENV = {"SECRET_KEY": "serve-05", "STEP_SECONDS": "0.5"}
 
 CHAPTER04 = "chapters/04_nginx_lb/app.py"
+CHAPTER04_NGINX = "chapters/04_nginx_lb/nginx.conf"
+CHAPTER06 = "chapters/06_delivery_guarantees/app.py"
 
 
-def behind_nginx(config: str) -> Topology:
-    """Chapter 04's three instances and Redis, behind nginx running `config`."""
-    return Topology(CHAPTER04, instances=3, needs_redis=True, balancer=("nginx", config))
+def behind_nginx(config: str, script: str = CHAPTER04) -> Topology:
+    """Three instances of `script` (chapter 04's app unless told) and Redis, behind nginx running `config`."""
+    return Topology(script, instances=3, needs_redis=True, balancer=("nginx", config))
 
 
 CHAPTERS: dict[str, Chapter] = {
@@ -149,7 +151,7 @@ CHAPTERS: dict[str, Chapter] = {
     "04": Chapter(
         "04",
         "nginx, sticky sessions",
-        correct=behind_nginx("chapters/04_nginx_lb/nginx.conf"),
+        correct=behind_nginx(CHAPTER04_NGINX),
         antipatterns=(
             ("round-robin", behind_nginx("antipatterns/04_round_robin.conf")),
             ("ip-hash", behind_nginx("antipatterns/04_ip_hash.conf")),
@@ -218,6 +220,28 @@ CHAPTERS: dict[str, Chapter] = {
             "emit-to-sid-1: start a report, then reload the page and log in again mid-task: the\n"
             "result never comes. duplicates-1 and -2: the dashboard shows figures from both\n"
             "instances, two a second, where the chapter shows one from celery beat."
+        ),
+    ),
+    "06": Chapter(
+        "06",
+        "delivery guarantees",
+        correct=behind_nginx(CHAPTER04_NGINX, CHAPTER06),
+        antipatterns=(
+            ("replay-before-join", behind_nginx(CHAPTER04_NGINX, "antipatterns/06_replay_before_join.py")),
+            ("no-dedupe-on-retry", behind_nginx(CHAPTER04_NGINX, "antipatterns/06_no_dedupe_on_retry.py")),
+            ("apply-on-arrival", behind_nginx(CHAPTER04_NGINX, "antipatterns/06_apply_on_arrival.py")),
+        ),
+        demo=(
+            "Open chapter-nginx in two windows, join one room in both, and chat. Take one window\n"
+            "offline (DevTools, Network, Offline), send from both, then back online: it replays what\n"
+            "it missed, each message once and in number order, and sends what it typed offline, once.\n"
+            "Kill the instance a page names (the control room): it moves to another, missing nothing.\n"
+            "replay-before-join: a page back online replays, then joins: what it typed offline is\n"
+            "refused, and what is said in between reaches it only as a gap it fetches ('gap filled').\n"
+            "no-dedupe-on-retry chats like the chapter until an ack is lost (its test loses one on\n"
+            "purpose): kill the page's instance as you press Send, and every page may show it twice.\n"
+            "apply-on-arrival shows a message twice whenever one comes again (a gap fetched, a retry\n"
+            "after a lost ack; its test loses a live copy on purpose): by hand, a race, as above."
         ),
     ),
 }

@@ -21,6 +21,7 @@ import queue
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -314,7 +315,17 @@ class ChatProbe(Probe):
 
     def send(self, sender: ProbeClient, n: int, audience: list[ProbeClient]) -> None:
         self.expect(n, audience)
-        sender.sio.emit("message", {"room": self.ROOM, "text": f"probe {self.label} #{n}"})
+        sender.sio.emit("message", self.message(n))
+
+    def message(self, n: int) -> dict[str, str]:
+        return {"room": self.ROOM, "text": f"probe {self.label} #{n}"}
+
+
+class DeliveryProbe(ChatProbe):
+    """Chapter 06: the chat probe, each message with the id chapter 06 stores it under, once."""
+
+    def message(self, n: int) -> dict[str, str]:
+        return {**super().message(n), "id": uuid.uuid4().hex}
 
 
 class TaskProbe(Probe):
@@ -406,7 +417,11 @@ class TaskProbe(Probe):
 
 
 # Which probe a chapter's demo runs: what its pages send and should hear.
-PROBES: dict[str, type[Probe]] = {**dict.fromkeys(("01", "02", "03", "04"), ChatProbe), "05": TaskProbe}
+PROBES: dict[str, type[Probe]] = {
+    **dict.fromkeys(("01", "02", "03", "04"), ChatProbe),
+    "05": TaskProbe,
+    "06": DeliveryProbe,
+}
 
 
 def _quietly_disconnect(sio: socketio.Client) -> None:
