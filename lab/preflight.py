@@ -64,7 +64,7 @@ SERVE_PORTS = (
 # Below this many open files the bench's clients run out; the bench raises the soft limit itself,
 # up to the hard limit (bench/loadclient.py, WANTED_FDS).
 MIN_OPEN_FILES = 4096
-ALL_CHAPTERS = ("01", "02", "03", "04", "05")
+ALL_CHAPTERS = ("01", "02", "03", "04", "05", "06")
 # pipx, not pip: Debian's and Homebrew's Pythons refuse `pip install` outside a venv (PEP 668).
 RUNNER_INSTALL = " && ".join(f"pipx install {pin}" for pin in _kit.RUNNER)
 # Debian's package names (lab/deps.py INSTALL_HINTS); on macOS, Homebrew's (BREW_HINTS).
@@ -246,7 +246,8 @@ def check_daemon(name: str) -> Finding:
     path = shutil.which(name) or shutil.which(name, path=_deps.SBIN_DIRS)
     if path:
         return Finding(name, OK, f"{version_of([path, '-v'])} ({path})")
-    return Finding(name, WARN, "not found; needed for chapter 04 only", install_hint(name))
+    needed_for = "chapters 04 and 06" if name == "nginx" else "chapter 04"
+    return Finding(name, WARN, f"not found; needed for {needed_for} only", install_hint(name))
 
 
 def check_loopback() -> Finding:
@@ -413,10 +414,10 @@ def items(ports: Iterable[int]) -> list[tuple[Callable[[], Finding], tuple[str, 
         (check_uv, ALL_CHAPTERS),
         (check_js_client, ALL_CHAPTERS),
         (check_chromium, ALL_CHAPTERS),
-        (check_redis, ("03", "04", "05")),
-        (partial(check_daemon, "nginx"), ("04",)),
+        (check_redis, ("03", "04", "05", "06")),
+        (partial(check_daemon, "nginx"), ("04", "06")),
         (partial(check_daemon, "haproxy"), ("04",)),
-        (check_loopback, ("04",)),
+        (check_loopback, ("04", "06")),
         (check_celery, ("05",)),
         (partial(check_ports, ports), ALL_CHAPTERS),
         (check_open_files, ALL_CHAPTERS),

@@ -12,6 +12,7 @@ bystander logs in, and what is sent to its room reaches it.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,8 +108,12 @@ class ChatDoor(Door):
     def joining(self, name: str) -> tuple[str, dict]:
         return ("join", {"room": ROOM, "name": name})
 
+    def message(self, room: str, text: str) -> dict:
+        """A `message` payload this app accepts."""
+        return {"room": room, "text": text}
+
     def say(self, client: RecordingClient, name: str, text: str) -> None:
-        assert client.call("message", {"room": ROOM, "text": text}) == {"ok": True}
+        assert client.call("message", self.message(ROOM, text)) == {"ok": True}
 
     def lines(self, client: RecordingClient, name: str) -> list[str]:
         return [d["text"] for d in client.received("message") if d.get("name") == name]
@@ -123,6 +128,18 @@ class ChatDoor(Door):
     def ran_nothing(self, bystander: RecordingClient, hostile: RecordingClient) -> None:
         # Nobody joined: the bystander heard no one come in.
         assert [d["text"] for d in bystander.received("system")] == [f"bystander joined {ROOM}"]
+
+
+class DeliveryDoor(ChatDoor):
+    """Chapter 06: the chat, where each message carries its sender's id and is acknowledged once stored."""
+
+    cheap = ("ping", None, {"ok": True})
+
+    def message(self, room: str, text: str) -> dict:
+        return {"room": room, "text": text, "id": uuid.uuid4().hex}
+
+    def say(self, client: RecordingClient, name: str, text: str) -> None:
+        assert client.call("message", self.message(ROOM, text))["ok"]
 
 
 class UserDoor(Door):
@@ -244,6 +261,15 @@ APPS = {
     ),
     # Chapter 03's chat behind nginx, with no POST /notify.
     "04": replace(CHAPTER_03, script="chapters/04_nginx_lb/app.py", notify_token=False),
+    # Chapter 04's chat with a log per room in Redis: no online count, and two events more.
+    "06": replace(
+        CHAPTER_03,
+        script="chapters/06_delivery_guarantees/app.py",
+        door=DeliveryDoor,
+        events=(*CHAT_EVENTS, "fetch", "ping"),
+        counts_online_in_redis=False,
+        notify_token=False,
+    ),
     # The web instance alone: Redis is its queue and its task store; no worker runs a task.
     "05": App(
         "chapters/05_celery/app.py",

@@ -36,6 +36,7 @@ SERVERS = {
     "03": ("chapters/03_redis_scaling/app.py", "gevent"),
     "04": ("chapters/04_nginx_lb/app.py", "gevent"),
     "05": ("chapters/05_celery/app.py", "gevent"),
+    "06": ("chapters/06_delivery_guarantees/app.py", "gevent"),
 }
 ON_GEVENT = [chapter for chapter, (_, server) in SERVERS.items() if server == "gevent"]
 NEEDS_A_TOKEN = {"05"}  # its connect handler refuses a client without one

@@ -146,9 +146,10 @@ def runs_work(args: tuple) -> bool:
 FIELDS = {
     "join": ("room", "name"),
     "leave": ("room",),
-    "message": ("room", "text"),
+    "message": ("room", "text", "id"),  # chapter 06 wants the sender's id; the others ignore it
     "broadcast": ("text",),
     "ping": (),
+    "fetch": ("room", "after"),  # chapter 06: the messages after a message id
     "slow_io": ("seconds",),
     "cpu_work": ("seconds",),
     "start": ("steps", "fail_at"),  # chapter 05: a report task (queued: no worker runs it)
