@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import requests
 
 from lab import netns
 from lab.clients import RecordingClient, emit_through_queue, polling_session
+from lab.delivery import ReliableClient, Sender, seq_of, tally
 from lab.deps import MissingDependency, require_binary
 from lab.processes import REPO_ROOT, wait_until
 from lab.reader import Reader, Walk
@@ -588,3 +590,57 @@ def walk_chapter05(reader: Reader) -> None:
     )
     pages = [reader.call(logged_in_page, web.url, "bob", True) for web in duplicates]
     assert producers_heard(pages[0], 4) == {"web-1", "web-2"}
+
+
+def reliable_page(url: str, name: str) -> ReliableClient:
+    """A chapter 06 page on `url`, on a browser's transports, that has joined the room `lobby`."""
+    return ReliableClient(name).start(url, ["lobby"], transport=None)
+
+
+@walks("06-by-hand")
+def test_chapter06_by_hand(reader):
+    """Chapter 06 by hand, behind nginx: a page loses nothing through a stopped instance and a Redis restart.
+
+    A message written while Redis is down is kept, sent again, and stored once, numbered on from before.
+    """
+    made = [state for state in (Path("/tmp/nginx06"), Path("/tmp/redis06")) if not state.exists()]
+    pages: list[ReliableClient] = []
+    try:
+        steps = Walk("06-by-hand")
+        install(reader, steps, "chapters/06_delivery_guarantees")
+        redis = reader.serve(steps.next("mkdir -p /tmp/redis06 && redis-server --port 6379"), 6379)
+        instances = {
+            name: reader.serve(steps.next(f"PORT={port} INSTANCE_NAME={name}"), port, announces=True)
+            for name, port in (("chat-1", 5001), ("chat-2", 5002), ("chat-3", 5003))
+        }
+        reader.serve(steps.next("mkdir -p /tmp/nginx06 && nginx"), 8080)
+        steps.done()
+        pages += [reader.call(reliable_page, "http://127.0.0.1:8080", name) for name in ("ann", "bob")]
+        ann, bob = pages
+        writer = Sender(bob, "lobby", with_ids=True)
+        writer.send("before")
+        # "Stop the instance the pages name with Ctrl-C while you write in the other page."
+        reader.stop(instances[ann.received("welcome")[-1]["instance"]])
+        for n in range(3):
+            writer.send(f"while its instance is gone {n}")
+        # "Stop Redis with Ctrl-C and write a message ... Start Redis again with the same command."
+        reader.stop(redis)
+        retries = writer.retries
+        with ThreadPoolExecutor(1) as writing:
+            sent = writing.submit(writer.send, "while Redis is down")
+            wait_until(lambda: writer.retries > retries, timeout=10, what="the page to keep its message")
+            reader.bench.restart(redis)
+            sent.result()
+        writer.send("after the restart")
+        # Every acknowledged message, on both pages: once each, in order, numbered on across the restart.
+        numbers = [seq_of(entry_id) for entry_id in writer.acked]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+        assert len(ann.received("welcome")) > 1  # it came back, on another instance
+        for page in pages:
+            page.wait_for("every message", lambda p: len(p.shown("lobby")) >= len(numbers), timeout=30)
+            assert tally(page.shown("lobby"), numbers).clean(), (page.label, page.shown("lobby"), numbers)
+    finally:
+        for page in pages:
+            page.disconnect()
+        for state in made:
+            shutil.rmtree(state, ignore_errors=True)
