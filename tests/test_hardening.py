@@ -21,7 +21,7 @@ import socketio
 from flask_socketio_guard import DEFAULTS
 
 from lab.apps import healthz, start_app
-from lab.clients import TRANSPORTS, RecordingClient
+from lab.clients import TRANSPORTS, RecordingClient, RefusableClient
 from lab.processes import REPO_ROOT, Service, wait_until
 from lab.redis_server import start_redis
 from tests.fuzz.wire import largest_frame
@@ -322,7 +322,7 @@ def test_a_reconnecting_client_is_in_its_rooms_before_its_first_event(scene, cli
 
     # A bad `auth` refuses the connection, with its reason.
     bad_auth, reason = s.door.bad_auth
-    refused = socketio.Client(reconnection=False)
+    refused = RefusableClient(reconnection=False)
     reasons = []
     refused.on("connect_error", reasons.append)
     with pytest.raises(socketio.exceptions.ConnectionError):

@@ -23,6 +23,7 @@ from itsdangerous import SignatureExpired, TimestampSigner, URLSafeTimedSerializ
 
 from lab.apps import start_app
 from lab.browser import log_line
+from lab.clients import RefusableClient, in_parallel
 from lab.processes import REPO_ROOT, wait_until
 
 RECIPE = "recipes/auth_on_connect/app.py"
@@ -61,7 +62,7 @@ def connect_as(clients, url: str, name: str, label: str, *, reconnection: bool =
 
 def failed_connect(url: str, auth=None, transports: list[str] | None = None) -> tuple[str, Any]:
     """Connect, expect it to fail, and return what `connect()` raised and what `connect_error` received."""
-    client = socketio.Client(reconnection=False)
+    client = RefusableClient(reconnection=False)
     received = []
     client.on("connect_error", lambda data=None: received.append(data))
     try:
@@ -113,15 +114,18 @@ def test_login_checks_the_name_and_signs_the_user_id(bench):
 def test_a_connection_without_a_valid_token_is_refused_with_the_reason(bench):
     """No token, a forged, foreign or expired one: the connect is refused, and the client reads why."""
     app = start_app(bench, RECIPE, env=KEPT_KEY)
-    seen = {
-        "no auth": refusal(app.url, None),
-        "auth without a token": refusal(app.url, {"user": "ann"}),
-        "not a token": refusal(app.url, {"token": "ann"}),
-        "a token that is not a string": refusal(app.url, {"token": 42}),
-        "signed with another key": refusal(app.url, {"token": token_signed_ago(0, key="guessed")}),
-        "signed with another salt": refusal(app.url, {"token": token_signed_ago(0, salt="cookie-session")}),
-        "two hours old": refusal(app.url, {"token": token_signed_ago(7200)}),
+    tried = {
+        "no auth": None,
+        "auth without a token": {"user": "ann"},
+        "not a token": {"token": "ann"},
+        "a token that is not a string": {"token": 42},
+        "signed with another key": {"token": token_signed_ago(0, key="guessed")},
+        "signed with another salt": {"token": token_signed_ago(0, salt="cookie-session")},
+        "two hours old": {"token": token_signed_ago(7200)},
     }
+    # At once: each refused client takes seconds to close its long-polling session.
+    answers = in_parallel(lambda auth: refusal(app.url, auth), list(tried.values()))
+    seen = dict(zip(tried, answers, strict=True))
     assert seen == {
         "no auth": {"message": NO_TOKEN},
         "auth without a token": {"message": NO_TOKEN},
