@@ -72,7 +72,13 @@ class Resync:
 
 class RoomLog:
     def __init__(self, url: str, *, prefix: str, maxlen: int, window_seconds: float, dedupe_seconds: int):
-        self.redis = redis.Redis.from_url(url, decode_responses=True)
+        # A blocking pool: past its connections, a command waits for one to be free. redis-py's
+        # default pool refuses the 101st command in flight (MaxConnectionsError), and a burst of
+        # messages would be told "the log is unavailable" when it is only busy.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=100, timeout=5, decode_responses=True
+        )
+        self.redis = redis.Redis(connection_pool=pool)
         self.prefix = prefix
         self.maxlen = maxlen
         self.window_ms = int(window_seconds * 1000)

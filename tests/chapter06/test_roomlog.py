@@ -8,10 +8,12 @@ from __future__ import annotations
 import pytest
 
 from lab.apps import start_app
-from lab.delivery import ReliableClient, room_log, roomlog
+from lab.clients import in_parallel
+from lab.delivery import ReliableClient, room_log, roomlog, seq_of
 from lab.redis_server import start_redis
 
 START = "0-0"
+CHAPTER = "chapters/06_delivery_guarantees/app.py"
 
 
 @pytest.fixture
@@ -68,11 +70,23 @@ def test_a_log_that_redis_lost_is_a_resync_with_no_count(log):
     assert [e["seq"] for e in log.after("lobby", reset.after, 10)] == [1, 2]
 
 
+def test_a_burst_past_the_connection_pool_is_stored_whole_none_told_the_log_is_down(bench, clients):
+    """200 messages in flight at once on one instance, past its pool's 100 Redis connections: all stored."""
+    store = start_redis(bench)
+    instance = start_app(bench, CHAPTER, env={"REDIS_URL": store.url, "EVENTS_PER_SECOND": "1000"})
+    page = clients("page", kind=ReliableClient).start(instance.url, ["lobby"])
+    # Each `message` is handled in a greenlet of its own: all 200 wait on Redis together.
+    burst = [{"room": "lobby", "text": f"m{i}", "id": f"burst-{i}"} for i in range(200)]
+    acks = in_parallel(lambda message: page.call("message", message, timeout=20), burst)
+    assert [ack for ack in acks if not ack.get("ok")] == []
+    assert sorted(seq_of(ack["id"]) for ack in acks) == list(range(1, 201))
+
+
 def test_a_message_whose_live_copy_was_lost_is_shown_within_a_head_tick(bench, clients):
     """A message stored but never sent live (its publish lost) is shown within HEAD_SECONDS, unasked."""
     store = start_redis(bench)
     env = {"REDIS_URL": store.url, "HEAD_SECONDS": "0.5"}
-    instance = start_app(bench, "chapters/06_delivery_guarantees/app.py", env=env)
+    instance = start_app(bench, CHAPTER, env=env)
     page = clients("page", kind=ReliableClient).start(instance.url, ["lobby"])
     # A producer that stored its message and died before publishing it: the log has it, no page does.
     producer = room_log(store.url)
