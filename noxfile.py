@@ -166,7 +166,7 @@ def chapter05(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def chapter06(session: nox.Session) -> None:
-    """Chapter 06: through reconnects, a killed instance and a Redis restart, nothing lost, doubled or misordered."""
+    """Chapter 06: through reconnects, a killed instance, a Redis restart: none lost, doubled, misordered."""
     _pytest(session, "tests/chapter06")
 
 
