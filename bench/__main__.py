@@ -1,5 +1,6 @@
 """`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`,
-`python -m bench 05 [--quick] [--tasks N] [--burst M]`, `python -m bench suite [--sessions a,b]`
+`python -m bench 05 [--quick] [--tasks N] [--burst M]`, `python -m bench 06 [--quick]` (chapter 06's
+replay, its log's memory and write path, and its drills' counts), `python -m bench suite [--sessions a,b]`
 (how long each chapter's tests take), `python -m bench knobs [--quick]` (what each setting does
 to chapter 02's gevent app), `python -m bench guard [--quick]` (chapter 02's CPU per inbound event,
 its guard on and off); `python -m bench NN --report-only` draws the plots and
@@ -10,7 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import async_modes, celery_tasks, common, guard_cost, knobs, nginx_lb, redis_scaling, report, suite
+from bench import (
+    async_modes,
+    celery_tasks,
+    common,
+    delivery,
+    guard_cost,
+    knobs,
+    nginx_lb,
+    redis_scaling,
+    report,
+    suite,
+)
 
 # Each module's record name, plots, summary and headline figures, for --report-only.
 REPORTS = {
@@ -18,6 +30,7 @@ REPORTS = {
     "03": redis_scaling,
     "04": nginx_lb,
     "05": celery_tasks,
+    "06": delivery,
     "suite": suite,
     "knobs": knobs,
     "guard": guard_cost,
@@ -85,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         record = redis_scaling.run(args.quick, args.max_clients, args.out)
     elif args.chapter == "04":
         record = nginx_lb.run(args.quick, args.max_clients, args.out)
+    elif args.chapter == "06":
+        record = delivery.run(args.quick, args.out)
     else:
         record = celery_tasks.run(args.quick, args.tasks, args.burst, args.out)
     report.print_targets(record)

@@ -570,8 +570,11 @@ class LoadClient:
 
     # -- connecting ---------------------------------------------------------------------------
 
-    async def open(self, count: int, *, timeout: float) -> ConnectReport:
-        """Open `count` more connections, at most `concurrency` handshakes at a time, by a deadline."""
+    async def open(self, count: int, *, timeout: float, auth: dict[str, Any] | None = None) -> ConnectReport:
+        """Open `count` more connections, at most `concurrency` handshakes at a time, by a deadline.
+
+        `auth` goes with each connect, as a browser's `io(url, {auth})` sends it (chapter 06's cursors).
+        """
         started = time.perf_counter()
         gate = asyncio.Semaphore(self.concurrency)
         errors: Counter[str] = Counter()
@@ -580,7 +583,7 @@ class LoadClient:
             async with gate:
                 try:
                     async with asyncio.timeout(self.connect_timeout):
-                        self.connections.append(await self._connect_one(index))
+                        self.connections.append(await self._connect_one(index, auth))
                 except Exception as exc:  # every failure is a result: counted by kind
                     errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
 
@@ -595,7 +598,7 @@ class LoadClient:
         connected = len(self.connections) - before
         return ConnectReport(count, connected, time.perf_counter() - started, dict(errors))
 
-    async def _connect_one(self, index: int) -> LeanConnection:
+    async def _connect_one(self, index: int, auth: dict[str, Any] | None = None) -> LeanConnection:
         servers = len(self.servers)
         host, port = self.servers[index % servers]
         source = self.sources[(index // servers) % len(self.sources)]
@@ -613,9 +616,10 @@ class LoadClient:
             conn.start()
             await conn.opened  # the upgrade and 0{"sid": ..}
             if self.msgpack:
-                conn.send_binary(self.msgpack.packb({"type": CONNECT, "nsp": "/"}))
+                connect = {"type": CONNECT, "nsp": "/", **({"data": auth} if auth else {})}
+                conn.send_binary(self.msgpack.packb(connect))
             else:
-                conn.send("40")
+                conn.send("40" + (json.dumps(auth, separators=(",", ":")) if auth else ""))
             conn.sid = (await conn.joined).get("sid", "")
         except BaseException:
             if conn is None:
@@ -816,12 +820,7 @@ class LoadClient:
 
     async def trigger_broadcast(self, sender: LeanConnection) -> int:
         """Ask the server to broadcast a numbered text; every live connection should get it once."""
-        seq = len(self.sent_at)
-        expected = self.live
-        self.expected.append(expected)
-        self.delivered.append(0)
-        self._outstanding += expected
-        self.sent_at.append(time.perf_counter())
+        seq = self.expect_broadcast()
         which = seq % len(self.texts) if self.texts else None
         if self.msgpack:
             text = self.texts[which] if which is not None else ""
@@ -829,6 +828,19 @@ class LoadClient:
         else:
             text = self._texts_json[which] if which is not None else ""
             sender.send(f'42["broadcast",{{"text":"#{seq}#{text}"}}]')
+        return seq
+
+    def expect_broadcast(self) -> int:
+        """The next broadcast's number, its send time now: every live connection should get it once.
+
+        What `trigger_broadcast` sends before it; a subclass that triggers another event calls it too.
+        """
+        seq = len(self.sent_at)
+        expected = self.live
+        self.expected.append(expected)
+        self.delivered.append(0)
+        self._outstanding += expected
+        self.sent_at.append(time.perf_counter())
         return seq
 
     async def wait_delivered(self, timeout: float) -> bool:

@@ -323,3 +323,57 @@ def knobs(record: dict[str, Any], out: Path) -> list[Path]:
 
 
 TIMELINE_ROWS = ("baseline", "gc-thresholds")
+
+
+def delivery(record: dict[str, Any], out: Path) -> list[Path]:
+    """Chapter 06's figures: replay time against messages missed, and the write path's latency."""
+    machine = record["machine"]
+    written = []
+
+    fig, ax = _figure("Replay: a returning page's connect to `replay_done`", "messages missed", "ms", machine)
+    for size, color in zip(
+        record["settings"]["text_sizes"], ("tab:blue", "tab:red", "tab:green"), strict=False
+    ):
+        pairs = record.get("replay", {}).get(str(size), {})
+        points = sorted(
+            (int(missed), pair) for missed, pair in pairs.items() if pair.get("p50_ms") is not None
+        )
+        if not points:
+            continue
+        xs = [missed for missed, _ in points]
+        ax.plot(
+            xs, [p["p50_ms"] for _, p in points], "-", marker="o", color=color, label=f"{size:,} chars: p50"
+        )
+        ax.plot(xs, [p["p95_ms"] for _, p in points], ":", color=color, label=f"{size:,} chars: p95")
+        ax.plot(
+            xs,
+            [p["read_p50_ms"] for _, p in points],
+            "--",
+            marker="x",
+            color=color,
+            label=f"{size:,} chars: the log's read alone, p50",
+        )
+    if ax.lines:  # a log axis with no points cannot be drawn
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log(ax.xaxis)
+        _plain_log(ax.yaxis)
+        ax.legend(fontsize=8)
+    written.append(out / "06-replay.png")
+    _save(fig, written[-1])
+
+    sides = record.get("write_path", {}).get("sides", {})
+    latencies = {
+        f"{side}, {where.replace('_', ' ')}": figures[where]
+        for side, figures in sides.items()
+        for where in ("same_instance", "other_instance")
+        if figures[where].get("count")
+    }
+    fig, ax = _figure("`message`, one at a time: its send to each receipt (log scale)", "", "ms", machine)
+    if latencies:
+        _p50_p99_bars(ax, latencies)
+        ax.set_yscale("log")  # p50 and p99 can be tens of times apart
+        _plain_log(ax.yaxis)
+    written.append(out / "06-write-path.png")
+    _save(fig, written[-1])
+    return written

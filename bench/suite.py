@@ -87,13 +87,14 @@ def _cases(report: Path) -> list[tuple[str, float, str]]:
     found: dict[str, tuple[float, str]] = {}
     for case in ET.parse(report).iter("testcase"):
         node = _node_id(case.get("classname", ""), case.get("name", ""))
-        outcome = _outcome(case)
+        outcome = outcome_of(case)
         seconds, before = found.get(node, (float(case.get("time", 0)), "passed"))
         found[node] = (seconds, outcome if before == "passed" else before)
     return [(node, seconds, outcome) for node, (seconds, outcome) in found.items()]
 
 
-def _outcome(case: ET.Element) -> str:
+def outcome_of(case: ET.Element) -> str:
+    """passed, failed (a failure or an error) or skipped: one <testcase> of pytest's JUnit XML."""
     if case.find("failure") is not None or case.find("error") is not None:
         return "failed"
     return "skipped" if case.find("skipped") is not None else "passed"
