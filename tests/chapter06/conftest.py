@@ -24,6 +24,7 @@ from lab.nginx import start_nginx
 from lab.processes import LabBench, Service, wait_until
 from lab.redis_server import start_redis
 
+CHAPTER = "chapters/06_delivery_guarantees/app.py"
 NGINX = "chapters/04_nginx_lb/nginx.conf"
 ROOM = "drill"
 RECEIVERS_PER_INSTANCE = 2
@@ -38,25 +39,45 @@ class Side:
 
 
 SIDES = {
-    "chapter06": Side("chapters/06_delivery_guarantees/app.py", ReliableClient, True),
+    "chapter06": Side(CHAPTER, ReliableClient, True),
     "chapter04": Side("chapters/04_nginx_lb/app.py", PlainClient, False),
 }
 
 
 @dataclass
-class Drill:
-    side: Side
+class Deployment:
+    """Redis, the instances, and nginx in front of them: what a reader starts by hand."""
+
     bench: LabBench
     redis: Service
     instances: list[Service]
     proxy: Service
-    make: Callable[..., Any]
-    receivers: list = field(default_factory=list)
-    sender: Sender | None = None
 
     @property
     def url(self) -> str:
         return self.proxy.url
+
+
+@pytest.fixture
+def deploy(bench):
+    """Start Redis (`durable`: with its append-only file, as the README runs it), `instances`
+    instances of `script` and nginx with chapter 04's nginx.conf in front of them."""
+
+    def start(script: str = CHAPTER, *, instances: int = 2, durable: bool = False, **env: str) -> Deployment:
+        store = start_redis(bench, name="redis", durable=durable)
+        settings = {"REDIS_URL": store.url, **env}
+        apps = [start_app(bench, script, name=f"chat-{i}", env=settings) for i in range(1, instances + 1)]
+        return Deployment(bench, store, apps, start_nginx(bench, NGINX, apps, name="nginx"))
+
+    return start
+
+
+@dataclass
+class Drill(Deployment):
+    side: Side
+    make: Callable[..., Any]
+    receivers: list = field(default_factory=list)
+    sender: Sender | None = None
 
     def on(self, client) -> str:
         return client.received("welcome")[-1]["instance"]
@@ -125,7 +146,7 @@ class Drill:
 
 
 @pytest.fixture(params=list(SIDES))
-def drill(request, bench, clients):
+def drill(request, deploy, clients):
     """One side, started: durable Redis, two instances, nginx; receivers and a sender in room 'drill'.
 
     Its clients come from the `clients` fixture, which disconnects them after the bench has
@@ -134,11 +155,9 @@ def drill(request, bench, clients):
 
     def start(**env: str) -> Drill:
         side = SIDES[request.param]
-        store = start_redis(bench, name="redis", durable=True)
-        settings = {"REDIS_URL": store.url, "EVENTS_PER_SECOND": "1000", "HEARTBEAT_SECONDS": "0.5", **env}
-        instances = [start_app(bench, side.script, name=f"chat-{i}", env=settings) for i in (1, 2)]
-        proxy = start_nginx(bench, NGINX, instances, name="nginx")
-        deployed = Drill(side, bench, store, instances, proxy, clients)
+        settings = {"EVENTS_PER_SECOND": "1000", "HEARTBEAT_SECONDS": "0.5", **env}
+        started = deploy(side.script, durable=True, **settings)
+        deployed = Drill(started.bench, started.redis, started.instances, started.proxy, side, clients)
         deployed.connect_everyone()
         return deployed
 

@@ -10,24 +10,13 @@ import uuid
 
 import pytest
 
-from lab.chapters import Topology, start_topology
 from lab.clients import address_of_user, emit_through_queue
 from lab.delivery import ReliableClient, Sender, tally
-from lab.processes import LabBench
 
 CHAPTER = "chapters/06_delivery_guarantees/app.py"
 REPLAY_BEFORE_JOIN = "antipatterns/06_replay_before_join.py"
 NO_DEDUPE_ON_RETRY = "antipatterns/06_no_dedupe_on_retry.py"
-NGINX_CONF = "chapters/04_nginx_lb/nginx.conf"
 ROOM = "lobby"
-
-
-def deploy(bench: LabBench, script: str, env: dict[str, str] | None = None) -> tuple[str, str]:
-    """Start Redis, two instances of `script` and nginx; return nginx's URL and Redis's."""
-    topology = Topology(script, instances=2, needs_redis=True, env=env or {}, balancer=("nginx", NGINX_CONF))
-    nginx, *_ = start_topology(bench, topology, prefix="chat")
-    redis = next(service for service in bench.services if service.name == "chat-redis")
-    return nginx.url, redis.url
 
 
 def pushed(client: ReliableClient) -> list[dict]:
@@ -58,7 +47,7 @@ def barrier(redis_url: str, client: ReliableClient) -> None:
     ("script", "sent"),
     [pytest.param(CHAPTER, 1, id="chapter"), pytest.param(REPLAY_BEFORE_JOIN, 0, id="replay-before-join")],
 )
-def test_a_message_stored_between_the_replay_and_the_join(bench, clients, script, sent):
+def test_a_message_stored_between_the_replay_and_the_join(deploy, clients, script, sent):
     """Joined at its connect, a page is sent what is stored after its replay; joining after it, never.
 
     Both replay what the page missed while away. The twin leaves the rooms to the page's `join`
@@ -66,7 +55,8 @@ def test_a_message_stored_between_the_replay_and_the_join(bench, clients, script
     live fan-out: the server sends it 0 times, where the chapter sends it once. No `head` comes
     in the meantime (HEAD_SECONDS is long), so what the page has is what the server pushed.
     """
-    url, redis_url = deploy(bench, script, env={"HEAD_SECONDS": "3600"})
+    deployed = deploy(script, HEAD_SECONDS="3600")
+    url, redis_url = deployed.url, deployed.redis.url
     ann = clients("ann", kind=ReliableClient, source=address_of_user(0)).start(url, [ROOM])
     bob = clients("bob", kind=ReliableClient, source=address_of_user(1)).start(url, [ROOM])
     said = Sender(bob, ROOM, with_ids=True)
@@ -95,14 +85,14 @@ def test_a_message_stored_between_the_replay_and_the_join(bench, clients, script
     ("script", "copies"),
     [pytest.param(CHAPTER, 1, id="chapter"), pytest.param(NO_DEDUPE_ON_RETRY, 2, id="no-dedupe-on-retry")],
 )
-def test_a_message_sent_again_after_its_ack_was_lost(bench, clients, script, copies):
+def test_a_message_sent_again_after_its_ack_was_lost(deploy, clients, script, copies):
     """A message sent again after its ack was lost shows once on every page; with no id check, twice.
 
     The chapter answers the retry with the first try's id and sends it again under that number,
     which each page drops. The twin stores it again: two numbers, two messages on every page,
     in one order on all of them, and the sender's retry acknowledged under an id of its own.
     """
-    url, _ = deploy(bench, script)
+    url = deploy(script).url
     room = [
         clients(name, kind=ReliableClient, source=address_of_user(i)).start(url, [ROOM])
         for i, name in enumerate(("ann", "bob", "cyd"))

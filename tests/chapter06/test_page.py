@@ -8,36 +8,19 @@ import re
 
 import pytest
 
-from lab.apps import start_app
 from lab.browser import log_line
 from lab.clients import RecordingClient
 from lab.delivery import Sender, room_log, roomlog
-from lab.nginx import start_nginx
 from lab.processes import wait_until
-from lab.redis_server import start_redis
 
 pytestmark = pytest.mark.browser
 
 CHAPTER = "chapters/06_delivery_guarantees/app.py"
 TWIN = "antipatterns/06_apply_on_arrival.py"
-NGINX = "chapters/04_nginx_lb/nginx.conf"
 ROOM = "lobby"
 DEADLINE_MS = 10_000
 # The page reconnects by itself, with Socket.IO's backoff (up to 5 s between tries).
 BACK_MS = 20_000
-
-
-@pytest.fixture
-def deploy(bench):
-    """Start Redis, `instances` instances of `script` and nginx in front; return (page URL, Redis URL)."""
-
-    def start(script: str = CHAPTER, instances: int = 2, **env: str) -> tuple[str, str]:
-        store = start_redis(bench)
-        settings = {"REDIS_URL": store.url, **env}
-        apps = [start_app(bench, script, name=f"chat-{i}", env=settings) for i in range(1, instances + 1)]
-        return start_nginx(bench, NGINX, apps).url, store.url
-
-    return start
 
 
 def join(page, name: str) -> None:
@@ -88,7 +71,8 @@ def test_a_page_back_from_offline_shows_what_it_missed_once_in_order_and_sends_w
     ten messages, the page's user types one; back online, the page shows the replay, then all
     twelve messages once each in the order of the room's log, and its last id is the room's head.
     """
-    url, redis_url = deploy()
+    deployed = deploy()
+    url, redis_url = deployed.url, deployed.redis.url
     page = open_page(url + "/")
     join(page, "alice")
     bob = sender(clients, url)
@@ -125,7 +109,8 @@ def test_a_page_away_longer_than_the_window_is_told_how_many_messages_it_lost(de
     LOG_WINDOW_SECONDS=2: Bob sends three messages while the page is offline; once the log has
     dropped them, the page comes back and says "3 messages are no longer available".
     """
-    url, redis_url = deploy(LOG_WINDOW_SECONDS="2")
+    deployed = deploy(LOG_WINDOW_SECONDS="2")
+    url, redis_url = deployed.url, deployed.redis.url
     page = open_page(url + "/")
     join(page, "alice")
     bob = sender(clients, url)
@@ -165,7 +150,8 @@ def test_a_message_whose_live_copy_was_lost_is_shown_once_in_order_only_by_the_c
     The page's next message arrives live beyond the gap; the page fetches the gap. No head
     in between (HEAD_SECONDS is an hour): the gap is found by the live message alone.
     """
-    url, redis_url = deploy(script, instances=1, HEAD_SECONDS="3600")
+    deployed = deploy(script, instances=1, HEAD_SECONDS="3600")
+    url, redis_url = deployed.url, deployed.redis.url
     page = open_page(url + "/")
     join(page, "alice")
     log = room_log(redis_url)

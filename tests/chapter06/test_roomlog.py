@@ -1,4 +1,5 @@
-"""The room log's promises, one at a time, on a real redis-server (no app, no clients).
+"""The room log's promises, one at a time, on a real redis-server; the last two through one app
+instance: a burst past its Redis pool, and a lost live copy healed by the head tick.
 
 roomlog.py is the chapter's recipe: what it returns is what a reconnecting page is told.
 """
@@ -20,11 +21,8 @@ CHAPTER = "chapters/06_delivery_guarantees/app.py"
 def log(bench):
     """A RoomLog on a fresh redis-server, keeping about 100 messages per room."""
 
-    def make(maxlen: int = 100, window_seconds: float = 3600) -> object:
-        store = start_redis(bench)
-        return roomlog().RoomLog(
-            store.url, prefix="t", maxlen=maxlen, window_seconds=window_seconds, dedupe_seconds=60
-        )
+    def make(maxlen: int = 100) -> object:
+        return room_log(start_redis(bench).url, maxlen=maxlen)
 
     return make
 
