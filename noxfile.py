@@ -171,6 +171,12 @@ def chapter06(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def hosts(session: nox.Session) -> None:
+    """Beyond one machine: each process on a host of its own, links cut, Redis failed over (root)."""
+    _pytest(session, "tests/hosts")
+
+
+@nox.session(default=False)
 def fuzz(session: nox.Session) -> None:
     """Every app against bad payloads and garbage frames from Hypothesis: a reason or a closed connection.
 
@@ -185,7 +191,8 @@ def fuzz(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every test: all chapters, their antipatterns, and the lab bench itself."""
     _install_knobs(session)  # tests/test_knobs.py checks the bench's knobs
-    _pytest(session, "tests")
+    # The slowest tests, in every run's output: where the suite's time goes (CI's limit is time).
+    _pytest(session, "tests", "--durations=30")
 
 
 @nox.session(default=False)

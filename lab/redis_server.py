@@ -14,9 +14,13 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.deps import MissingDependency, install_hint
 from lab.processes import LabBench, Launch, Service
+
+if TYPE_CHECKING:
+    from lab.hosts import Host
 
 
 def system_redis_server() -> str | None:
@@ -60,33 +64,48 @@ def ping(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def start_redis(
-    bench: LabBench, *, name: str = "redis", port: int | None = None, durable: bool = False
+    bench: LabBench,
+    *,
+    name: str = "redis",
+    port: int | None = None,
+    durable: bool = False,
+    on: Host | None = None,
+    options: tuple[str, ...] = (),
 ) -> Service:
-    """Start redis-server on loopback; ready when it answers PING.
+    """Start redis-server on loopback, or on host `on` at its address; ready when it answers PING.
 
     With no persistence, unless `durable`: then every write is in the append-only file before
     Redis acknowledges it (`appendfsync always`), and a restart on the same data dir reloads it.
+    `options` go on its command line after the lab's (`--replicaof host port`, say).
     """
+    address = on.address if on else "127.0.0.1"
+    if on and not port:
+        port = 6379  # a host has every port free
     binary = redis_server_binary()
     data_dir = Path(bench.log_dir) / f"{name}-data"
     data_dir.mkdir(exist_ok=True)
 
     def launch_on(chosen: int) -> Launch:
+        command = [
+            binary,
+            "--port",
+            str(chosen),
+            "--bind",
+            address,
+            "--save",
+            "",  # no snapshots: a test's queue is throwaway
+            *(["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]),
+            "--dir",
+            str(data_dir),
+            # On a host, clients come from other addresses: Redis refuses them unless told this
+            # network is private (a real one would set a password instead).
+            *(["--protected-mode", "no"] if on else []),
+            *options,
+        ]
         return Launch(
-            argv=[
-                binary,
-                "--port",
-                str(chosen),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",  # no snapshots: a test's queue is throwaway
-                *(["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]),
-                "--dir",
-                str(data_dir),
-            ],
-            ready=lambda service: ping(service.port),
-            url=f"redis://127.0.0.1:{chosen}/0",
+            argv=on.argv(*command) if on else command,
+            ready=lambda service: ping(service.port, address),
+            url=f"redis://{address}:{chosen}/0",
         )
 
     return bench.start(name, launch_on, port=port)

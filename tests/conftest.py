@@ -19,6 +19,7 @@ from lab import LabBench, MissingDependency
 from lab.browser import chromium
 from lab.clients import RecordingClient, disconnect_all
 from lab.deps import running_in_ci
+from lab.hosts import leftover_links
 from lab.processes import REPO_ROOT, leftover_processes, process_tree, wait_until
 
 
@@ -254,8 +255,10 @@ def describe_process(proc: psutil.Process) -> str:
 
 
 def pytest_sessionfinish(session):
-    """The run ends with no process that a bench started still alive, and no client of ours
-    still trying to reconnect to a server that has gone (a thread each, retrying forever)."""
+    """The run ends with no process that a bench started still alive, no network link the lab
+    made (lab/hosts.py: namespaces go with their holders, rules with their namespaces), and no
+    client of ours still trying to reconnect to a server that has gone (a thread each, retrying
+    forever)."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     leftovers = leftover_processes()
     if leftovers:
@@ -266,6 +269,10 @@ def pytest_sessionfinish(session):
         reporter.write_line("\nFAILED: processes outlived the test run:", red=True)
         for line in described:
             reporter.write_line(f"  {line}", red=True)
+    links = leftover_links()
+    if links:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter.write_line(f"\nFAILED: network links outlived the test run: {', '.join(links)}", red=True)
     reconnecting = _reconnecting_clients(grace=5)
     if reconnecting:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
