@@ -13,9 +13,12 @@ import sys
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
+
+if TYPE_CHECKING:
+    from lab.hosts import Host
 
 
 def get_json(url: str, timeout: float = 1.0) -> Any:
@@ -40,6 +43,7 @@ def start_app(
     answers_as: Callable[[str], bool] | None = None,
     wait_ready: bool = True,
     timeout: float = 30.0,
+    on: Host | None = None,
 ) -> Service:
     """Start one app instance; ready when /healthz answers with this instance's name.
 
@@ -47,17 +51,21 @@ def start_app(
     (a gunicorn command line, say); the environment carries the run contract either way.
     `answers_as(instance)` replaces the name check, for a server whose processes name
     themselves (gunicorn's workers: "chat-1/worker-3"). `wait_ready=False` returns once it
-    runs, for a twin that never listens on purpose (a demo shows it hanging).
+    runs, for a twin that never listens on purpose (a demo shows it hanging). `on` runs it on
+    a host of the lab's network (lab/hosts.py), at the host's address.
     """
     answers_as = answers_as or (lambda instance: instance == name)
     script_path = (REPO_ROOT / script).resolve()
+    address = on.address if on else "127.0.0.1"
+    if on and not port:
+        port = 5000  # a host has every port free
 
     def launch_on(chosen: int) -> Launch:
         argv = list(command(chosen)) if command else [sys.executable, str(script_path)]
-        url = f"http://127.0.0.1:{chosen}"
+        url = f"http://{address}:{chosen}"
         return Launch(
-            argv=argv,
-            env={"HOST": "127.0.0.1", "PORT": str(chosen), "INSTANCE_NAME": name, **(env or {})},
+            argv=on.argv(*argv) if on else argv,
+            env={"HOST": address, "PORT": str(chosen), "INSTANCE_NAME": name, **(env or {})},
             cwd=script_path.parent,
             ready=lambda service: not wait_ready or answers_as(healthz(service.url).get("instance", "")),
             url=url,

@@ -22,3 +22,8 @@ def replace_servers(
     body = match.group("body")
     body = body[: first.start()] + lines(*first.groups()) + server_line.sub("", body[first.start() :])
     return config[: match.start("body")] + body + config[match.end("body") :]
+
+
+def reachable(host: str) -> str:
+    """The address to reach a server listening on `host`: loopback for a wildcard."""
+    return "127.0.0.1" if host in {"0.0.0.0", "", "*"} else host

@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lab.apps import healthz
-from lab.configs import replace_servers
+from lab.configs import reachable, replace_servers
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
@@ -64,13 +65,13 @@ def start_haproxy(
     rendered = bench.log_dir / f"{name}.cfg"
 
     def launch_on(chosen: int) -> Launch:
-        addresses = [(b.name, f"127.0.0.1:{b.port}") for b in backends]
+        addresses = [(b.name, urlsplit(b.url).netloc) for b in backends]
         rendered.write_text(render_config(template, chosen, addresses, host))
         return Launch(
             argv=[binary, "-db", "-f", str(rendered)],
             # Ready when an instance's /healthz answers through it.
             ready=lambda service: healthz(service.url)["status"] == "ok",
-            url=f"http://127.0.0.1:{chosen}",
+            url=f"http://{reachable(host)}:{chosen}",
         )
 
     return bench.start(name, launch_on, port=port)

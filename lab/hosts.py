@@ -135,12 +135,11 @@ class Network:
                 receiver.dropping.discard(sender.name)
 
     def close(self) -> None:
-        """Remove the gateway link now; the namespaces go with their holders (the bench's)."""
+        """Stop the threads that enter the hosts. The network itself goes with the bench's
+        processes, the switch's holder last: until then the servers' goodbyes reach their clients."""
         for host in self.hosts.values():
             host.namespace.close()
         self.switch.close()
-        with contextlib.suppress(subprocess.CalledProcessError):
-            _ip("link", "del", self.gateway_link)
 
     def _drop(self, receiver: Host, sender: Host) -> None:
         if sender.name not in receiver.dropping:
@@ -163,9 +162,19 @@ class Network:
         return done
 
 
-def leftover_links() -> list[str]:
-    """Gateway links this interpreter made that still exist in the machine's namespace."""
-    return [link for link in GATEWAYS if os.path.exists(f"/sys/class/net/{link}")]
+def leftover_links(grace: float = 0) -> list[str]:
+    """Gateway links this interpreter made that still exist in the machine's namespace.
+
+    Linux removes a namespace, and the links in it, a moment after its last process has gone:
+    `grace` is how long to wait for that.
+    """
+
+    def left() -> list[str]:
+        return [link for link in GATEWAYS if os.path.exists(f"/sys/class/net/{link}")]
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not left(), timeout=grace, what="the lab's links to go")
+    return left()
 
 
 def _free_subnet() -> ipaddress.IPv4Network:

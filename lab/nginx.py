@@ -26,9 +26,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lab.apps import healthz
-from lab.configs import replace_servers
+from lab.configs import reachable, replace_servers
 from lab.deps import require_binary
 from lab.processes import REPO_ROOT, LabBench, Launch, Service
 
@@ -126,7 +127,7 @@ def start_nginx(
 
     def launch_on(chosen: int) -> Launch:
         rendered = state / "nginx.conf"
-        backend_addresses = [f"127.0.0.1:{b.port}" for b in backends]
+        backend_addresses = [urlsplit(b.url).netloc for b in backends]
         rendered.write_text(render_config(template, chosen, backend_addresses, state, host))
         return Launch(
             argv=[
@@ -136,7 +137,7 @@ def start_nginx(
             ],
             # Ready when an instance's /healthz answers through it.
             ready=lambda service: healthz(service.url)["status"] == "ok",
-            url=f"http://127.0.0.1:{chosen}",
+            url=f"http://{reachable(host)}:{chosen}",
         )
 
     return bench.start(name, launch_on, port=port)

@@ -269,7 +269,7 @@ def pytest_sessionfinish(session):
         reporter.write_line("\nFAILED: processes outlived the test run:", red=True)
         for line in described:
             reporter.write_line(f"  {line}", red=True)
-    links = leftover_links()
+    links = leftover_links(grace=10)
     if links:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reporter.write_line(f"\nFAILED: network links outlived the test run: {', '.join(links)}", red=True)

@@ -10,7 +10,6 @@ import socket
 import pytest
 
 from lab.hosts import Network, leftover_links
-from lab.processes import wait_until
 from lab.redis_server import start_redis
 
 
@@ -103,19 +102,19 @@ def test_a_link_is_cut_both_ways_or_one_way_and_others_are_untouched(network, be
 
 
 def test_nothing_outlives_the_network(bench):
-    """No link outlives the network: closed, or its switch killed as a crashed bench's children are.
+    """No link outlives the network: its switch stopped with the bench, or killed as in a crash.
 
-    Closing removes the machine's end of the gateway; killing the switch's holder takes every
-    link with its namespace.
+    The switch's namespace holds the bridge and every veth pair: when its holder goes, so do
+    they, the machine's end of the gateway included.
     """
-    closed = Network(bench, name="closed")
-    closed.host("a")
-    closed.close()
-    assert closed.gateway_link not in leftover_links()
+    stopped = Network(bench, name="stopped")
+    stopped.host("a")
+    bench.stop(stopped.switch.holder)
     crashed = Network(bench, name="crashed")
     host = crashed.host("a")
     crashed.switch.holder.process.send_signal(signal.SIGKILL)
-    wait_until(lambda: crashed.gateway_link not in leftover_links(), timeout=10, what="the gateway to go")
+    assert not leftover_links(grace=10)
     with pytest.raises(RuntimeError):
         crashed.cut(host)  # the switch is gone: nothing left to cut
+    stopped.close()
     crashed.close()
