@@ -17,6 +17,8 @@ Faults, without netem (this kernel has none): packets are dropped, never delayed
   what a sends to b. The drop is a policy rule in the receiving host (`ip rule ... blackhole`),
   so the sender learns nothing: no error, no reset, as when a path goes dark.
 - `heal(...)` and `heal_link(...)` undo them.
+- `forget(host, peer)`: host's kernel drops its connections with peer (`ss --kill`), as after
+  a reboot or a NAT's timeout; with the link cut, peer never hears of it.
 """
 
 from __future__ import annotations
@@ -133,6 +135,12 @@ class Network:
                 rule = ["ip", "rule", "del", "pref", str(DROP_PREF + sender.index)]
                 self._run(receiver.argv(*rule), "heal-link")
                 receiver.dropping.discard(sender.name)
+
+    def forget(self, host: Host, peer: Host) -> None:
+        """`host`'s kernel forgets its TCP connections with `peer`, as a rebooted machine, a NAT or
+        a cloud balancer past its idle timeout does. It sends a reset for each: with the link cut,
+        the reset is lost, and `peer` is left holding connections that lead nowhere (half-open)."""
+        self._run(host.argv("ss", "--kill", "--tcp", "dst", peer.address), "forget")
 
     def close(self) -> None:
         """Stop the threads that enter the hosts. The network itself goes with the bench's

@@ -10,7 +10,8 @@ What this shows
     each connection which instance holds it (the `welcome` event), because
     behind one address the page can no longer tell from its URL. When an
     instance dies, its clients reconnect through the same address to the
-    others.
+    others. And its /healthz tells a balancer when the instance can no longer
+    hear the queue (watched_queue.py), so that HAProxy moves its users away.
 
 How to run it (each terminal)
     1. redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no
@@ -23,7 +24,7 @@ How to run it (each terminal)
     Settings come from the environment, as in chapter 03 (without
     NOTIFY_TOKEN: there is no POST /notify here): chapter 01's HOST, PORT,
     INSTANCE_NAME, SECRET_KEY, PRODUCTION and the guard's, plus REDIS_URL,
-    SOCKETIO_CHANNEL and HEARTBEAT_SECONDS.
+    SOCKETIO_CHANNEL, HEARTBEAT_SECONDS and QUEUE_HEARTBEAT_SECONDS.
 
 What breaks without it
     antipatterns/04_round_robin.conf: no stickiness; long-polling clients get
@@ -36,7 +37,8 @@ What breaks without it
 TL;DR
     proxy_http_version 1.1 and the Upgrade/Connection headers for WebSocket;
     a sticky upstream for polling (hash on the client address, or a cookie);
-    a message queue behind it (chapter 03); one worker per app process.
+    a message queue behind it (chapter 03); one worker per app process; a
+    /healthz that fails while the instance cannot hear the queue.
 """
 
 # First, before any other import: gevent_patch.py monkey patches the standard library for
@@ -53,6 +55,7 @@ from flask import Flask, jsonify, render_template, request, send_from_directory,
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms
 from flask_socketio_guard import Refused, SocketIOGuard, require, secret
 from online import OnlineCount
+from watched_queue import WatchedRedisManager, keepalive_options
 
 # gevent: one process serves thousands of connections on greenlets (chapter 02).
 ASYNC_MODE = "gevent"
@@ -73,6 +76,17 @@ ONLINE_PUSH_SECONDS = 1.0
 # How often this instance rewrites its users into Redis. A crashed instance's users
 # still count for three missed rewrites, then drop out.
 HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))
+# The queue's connections probe an idle path after 5 s, every 2 s, and give up after 3
+# unanswered probes: a dead path is noticed within 11 s (redis-py's defaults: 30, 5, 3).
+QUEUE_OPTIONS = {
+    "socket_keepalive": True,
+    "socket_keepalive_options": keepalive_options(idle=5, interval=2, count=3),
+    "socket_connect_timeout": 3,
+}
+# This instance publishes a heartbeat on the queue this often, and hears its own. When it
+# has heard nothing for three of them, /healthz answers 503: this instance is deaf.
+QUEUE_HEARTBEAT_SECONDS = float(os.environ.get("QUEUE_HEARTBEAT_SECONDS", "1"))
+DEAF_AFTER_SECONDS = 3 * QUEUE_HEARTBEAT_SECONDS
 # The Socket.IO browser client, installed from npm (`npm ci` at the repository root)
 # and served by this app, so the page works with no internet.
 JS_CLIENT_DIR = Path(
@@ -87,18 +101,18 @@ MAX_ROOMS = 10  # rooms one connection may be in at once
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = secret("SECRET_KEY", production=PRODUCTION)
-# message_queue: every emit is delivered to this instance's clients and published on Redis;
+# The queue: every emit is delivered to this instance's clients and published on Redis;
 # every instance subscribed to `channel` delivers it to its own (chapter 03). A balancer
 # does not replace it: stickiness keeps a client on one instance, the queue reaches the
 # clients of all the others. If Redis goes away, python-socketio drops what it cannot
 # publish (it logs "Cannot publish to redis... giving up"; python-socketio#1411) and
 # resubscribes on its own after 1, 2, 4... up to 60 s (python-socketio#617).
-socketio = SocketIO(
-    app,
-    async_mode=ASYNC_MODE,
-    message_queue=REDIS_URL,
-    channel=CHANNEL,
+# It is passed as a client_manager, not as message_queue=REDIS_URL: Flask-SocketIO builds
+# that one with no redis_options, so the keepalive settings would never reach Redis.
+queue = WatchedRedisManager(
+    REDIS_URL, channel=CHANNEL, redis_options=QUEUE_OPTIONS, heartbeat_seconds=QUEUE_HEARTBEAT_SECONDS
 )
+socketio = SocketIO(app, async_mode=ASYNC_MODE, client_manager=queue)
 
 # What every chapter needs and none teaches: a client that is not this page gets a reason or
 # loses its own connection, never anyone else's (docs/hardening.md, flask-socketio-guard/).
@@ -152,6 +166,11 @@ def socketio_client_js():
 
 @app.get("/healthz")
 def healthz():
+    heard_ago = queue.heard_ago()  # None until the first client's connect starts the listener
+    if heard_ago is not None and heard_ago > DEAF_AFTER_SECONDS:
+        # Its users would miss everything said on the other instances: a balancer that
+        # checks this (haproxy.cfg) takes the instance out and closes its connections.
+        return jsonify(status="deaf", instance=INSTANCE_NAME, queue_heard_ago=round(heard_ago, 1)), 503
     try:
         _, per_instance = online.count()
     except redis.RedisError:
