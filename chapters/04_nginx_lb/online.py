@@ -14,17 +14,26 @@ import threading
 import time
 
 import redis
+import redis.sentinel
+from socketio.redis_manager import parse_redis_sentinel_url
 
 log = logging.getLogger(__name__)
+
+
+def connect(redis_url, **options):
+    """A Redis client for redis:// and rediss://, or for the master that Sentinels name in a
+    redis+sentinel://host:port,host:port/db/master URL, the form python-socketio's queue reads."""
+    if not redis_url.startswith("redis+sentinel://"):
+        return redis.Redis.from_url(redis_url, **options)
+    sentinels, master, url_options = parse_redis_sentinel_url(redis_url)
+    return redis.sentinel.Sentinel(sentinels, **options, **url_options).master_for(master)
 
 
 class OnlineCount:
     """This instance's users in Redis, and everyone's count read back from it."""
 
     def __init__(self, redis_url, *, channel, instance, heartbeat_seconds, push_seconds):
-        self.store = redis.Redis.from_url(
-            redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
-        )
+        self.store = connect(redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
         self.prefix = f"{channel}:online"  # two clusters on one Redis count apart
         self.instances_key = f"{self.prefix}:instances"  # every instance that ever counted
         self.instance = instance
