@@ -17,6 +17,12 @@ Why is this bad?
     that time /healthz says ok, so HAProxy keeps the users where they are, and
     nothing tells anyone they are missing the conversation.
 
+    With a Sentinel URL (REDIS_URL=redis+sentinel://...) it is worse:
+    Flask-SocketIO hands any URL that is not redis:// or rediss:// to Kombu,
+    which reads the list of Sentinels as one host. The app starts without an
+    error; every emit logs "Cannot publish to rabbitmq... giving up", and no
+    message reaches another instance.
+
 Use instead
     chapters/04_nginx_lb/app.py: the queue as a client_manager with keepalive
     settings (watched_queue.py) and a heartbeat it hears; /healthz answers 503
