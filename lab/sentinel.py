@@ -28,6 +28,14 @@ FAILOVER_TIMEOUT_MS = 3000
 QUORUM = 2
 
 
+@dataclass(frozen=True)
+class FailOver:
+    old: str  # the old master's address
+    new: str  # the promoted replica's
+    cut_at: float  # time.monotonic() once the old master's host was cut off
+    promoted_after: float  # seconds from the cut to the Sentinels' agreement on the new master
+
+
 @dataclass
 class Cluster:
     """Redis servers and their Sentinels on the lab's network."""
@@ -58,17 +66,13 @@ class Cluster:
                 return None
         return answers.pop() if len(answers) == 1 else None
 
-    def fail_over(self, timeout: float = 30) -> tuple[str, str, float]:
+    def fail_over(self, timeout: float = 30) -> FailOver:
         """Cut the master's host off until the Sentinels have promoted a replica, then heal it
-        and wait until it serves as a replica of the new master.
-
-        Returns the old master's address, the new one's, and the seconds from the cut to the
-        Sentinels' agreement on the new master.
-        """
+        and wait until it serves as a replica of the new master."""
         old = self.master()
         assert old, "the Sentinels do not agree on a master"
-        cut_at = time.monotonic()
         self.network.cut(self.hosts[old])
+        cut_at = time.monotonic()  # from here on, nothing reaches the old master
         new = wait_until(
             lambda: (master := self.master()) != old and master,
             timeout=timeout,
@@ -77,7 +81,7 @@ class Cluster:
         promoted_after = time.monotonic() - cut_at
         self.network.heal(self.hosts[old])
         wait_until(lambda: self._replicates(old, new), timeout=timeout, what=f"{old} to follow {new}")
-        return old, new, promoted_after
+        return FailOver(old, new, cut_at, promoted_after)
 
     def _replicates(self, address: str, master: str) -> bool:
         try:
