@@ -8,6 +8,7 @@ from pathlib import Path
 from lab.apps import start_app, under_gunicorn
 from lab.celery_workers import CHAPTER05, start_beat, start_worker
 from lab.haproxy import start_haproxy
+from lab.hosts import Network
 from lab.nginx import start_nginx
 from lab.processes import REPO_ROOT, LabBench, Service
 from lab.redis_server import start_redis
@@ -79,6 +80,10 @@ class Chapter:
     antipatterns: tuple[tuple[str, Topology], ...] = ()
     # What to try in the browsers, printed by `python -m lab.serve` and shown by the control room.
     demo: str = ""
+    # `serve NN --hosts`: the sides to run with each process on a host of its own (lab/hosts.py),
+    # and what to try then.
+    on_hosts: tuple[tuple[str, Topology], ...] = ()
+    hosts_demo: str = ""
 
     @property
     def sides(self) -> tuple[tuple[str, Topology], ...]:
@@ -92,6 +97,7 @@ CELERY_ENV = {"SECRET_KEY": "serve-05", "STEP_SECONDS": "0.5"}
 CHAPTER04 = "chapters/04_nginx_lb/app.py"
 CHAPTER04_NGINX = "chapters/04_nginx_lb/nginx.conf"
 CHAPTER06 = "chapters/06_delivery_guarantees/app.py"
+CHAPTER04_HAPROXY = "chapters/04_nginx_lb/haproxy.cfg"
 
 
 def behind_nginx(config: str, script: str = CHAPTER04) -> Topology:
@@ -170,6 +176,26 @@ CHAPTERS: dict[str, Chapter] = {
             "disconnected: each long-poll lands on another instance (400 Invalid session).\n"
             "Behind no-upgrade nginx the pages stay on polling. Then kill the instance a chapter\n"
             "page names: the page moves to another instance and keeps chatting."
+        ),
+        on_hosts=(
+            ("chapter", Topology(CHAPTER04, 3, needs_redis=True, balancer=("haproxy", CHAPTER04_HAPROXY))),
+            (
+                "healthz-deaf",
+                Topology(
+                    "antipatterns/04_healthz_deaf_to_the_queue.py",
+                    3,
+                    needs_redis=True,
+                    balancer=("haproxy", CHAPTER04_HAPROXY),
+                ),
+            ),
+        ),
+        hosts_demo=(
+            "Each process runs on a host of its own; HAProxy checks each instance's /healthz.\n"
+            "Open each side's HAProxy address in two windows, and note the instance each page names.\n"
+            "Press 'cut from Redis' on that instance: Redis's host forgets its connections and the\n"
+            "link goes dark. The chapter's instance answers 503 within seconds, HAProxy closes its\n"
+            "connections and the page comes back on another instance. The twin's stays green, and\n"
+            "its page hears nothing from the others, still after 'heal', for 30 s and more."
         ),
     ),
     "05": Chapter(
@@ -256,6 +282,7 @@ def start_topology(
     host: str = "127.0.0.1",
     lan_address: str | None = None,
     timeout: float = 30.0,
+    network: Network | None = None,
 ) -> list[Service]:
     """Start Redis if the topology needs it, its app instances, named <prefix>-1 ... <prefix>-N,
     its balancer, <prefix>-nginx (or -haproxy), which comes first in the list returned, and its
@@ -264,27 +291,39 @@ def start_topology(
     With `ports`, each listens on its fixed port (the demo); without, on OS-assigned ones.
     The side's pages (its balancer, else its instances) listen on `host`, the rest on loopback;
     with `lan_address`, the instances answer `Host: <lan_address>` too (TRUSTED_HOSTS), and no other.
+    With `network`, Redis and each instance run on a host of their own (<prefix>-redis,
+    <prefix>-1, ...), on their usual ports there, and the balancer on the machine's address on
+    that network.
     """
     env = dict(topology.env)
+    if network:
+        host = lan_address = network.gateway
     if lan_address:
         env["TRUSTED_HOSTS"] = f"127.0.0.1,localhost,{lan_address}"
-    pages = {"HOST": host} if topology.balancer is None else {}
+    pages = {"HOST": host} if topology.balancer is None and not network else {}
     if topology.needs_redis:
-        redis = start_redis(bench, name=f"{prefix}-redis", port=ports.redis if ports else None)
+        on = network.host(f"{prefix}-redis") if network else None
+        redis = start_redis(
+            bench, name=f"{prefix}-redis", port=ports.redis if ports and not on else None, on=on
+        )
         env["REDIS_URL"] = redis.url
-    instances = [
-        start_app(
+
+    def instance(i: int) -> Service:
+        on = network.host(f"{prefix}-{i}") if network else None
+        trusted = {"TRUSTED_HOSTS": f"{env['TRUSTED_HOSTS']},{on.address}"} if on else {}
+        return start_app(
             bench,
             topology.script,
             name=f"{prefix}-{i}",
-            env={**env, **pages},
-            port=ports.instance(i, topology.instances) if ports else None,
+            env={**env, **pages, **trusted},
+            port=ports.instance(i, topology.instances) if ports and not on else None,
             wait_ready=not topology.never_ready,
             timeout=timeout,
+            on=on,
             **under_gunicorn(topology.gunicorn, f"{prefix}-{i}") if topology.gunicorn else {},
         )
-        for i in range(1, topology.instances + 1)
-    ]
+
+    instances = [instance(i) for i in range(1, topology.instances + 1)]
     workers = [
         start_worker(bench, topology.worker_app, name=f"{prefix}-worker-{i}", env=env)
         for i in range(1, topology.workers + 1)

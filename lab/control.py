@@ -36,11 +36,15 @@ import socketio
 
 from lab.chapters import Chapter, Topology
 from lab.clients import in_parallel
+from lab.hosts import Network
 from lab.processes import REPO_ROOT, LabBench, Service, process_tree
 from sitegen.twins import header
 
 PAGE = Path(__file__).with_name("control_room.html")
 ACTIONS = ("stop", "kill", "start")
+# With `serve --hosts`: an instance's link to its Redis goes dark, and Redis's host forgets its
+# connections with it (lab/hosts.py), as a NAT past its timeout does; then the link comes back.
+HOST_ACTIONS = ("cut", "heal")
 CROWD_SIZE = 100
 
 
@@ -433,8 +437,17 @@ def _quietly_disconnect(sio: socketio.Client) -> None:
 class ControlRoom:
     """The state the page draws and the actions its buttons take, for one running chapter."""
 
-    def __init__(self, bench: LabBench, chapter: Chapter, sides: list[Side], actions: Actions):
+    def __init__(
+        self,
+        bench: LabBench,
+        chapter: Chapter,
+        sides: list[Side],
+        actions: Actions,
+        network: Network | None = None,
+    ):
         self.bench, self.chapter, self.sides, self.actions = bench, chapter, sides, actions
+        self.network = network
+        self.cut: set[str] = set()  # instances cut from their Redis (serve --hosts)
         self.stopped_by_hand: set[str] = set()
         self._connections: tuple[float, dict[int, int], set[int]] = (0.0, {}, set())
 
@@ -487,6 +500,8 @@ class ControlRoom:
             "state": state,
             "connections": counts.get(service.port, 0) if alive and has_port else None,
             "pid": service.pid if alive else None,
+            # On hosts, an instance can be cut from its Redis: whether it is, else None.
+            "cut": (name in self.cut) if self._redis_host_of(name) else None,
         }
 
     def state(self) -> dict[str, Any]:
@@ -518,11 +533,14 @@ class ControlRoom:
     # -- what the buttons do -------------------------------------------------------------------
 
     def act(self, name: str, action: str) -> dict[str, Any]:
-        """Stop (SIGTERM), kill (SIGKILL) or start one service the bench started."""
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
+        """Stop (SIGTERM), kill (SIGKILL) or start one service the bench started; on hosts, cut an
+        instance from its Redis, or heal that."""
+        if action not in ACTIONS + HOST_ACTIONS:
+            raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS + HOST_ACTIONS)}")
         if not any(name in side.services for side in self.sides):
             raise KeyError(name)
+        if action in HOST_ACTIONS:
+            return self._cut_or_heal(name, action)
 
         def work() -> None:
             service = self.service(name)
@@ -539,6 +557,32 @@ class ControlRoom:
 
         self.actions.submit(work)
         self._connections = (0.0, {}, set())  # what changed shows at once
+        return self._service_state(name)
+
+    def _redis_host_of(self, name: str) -> str | None:
+        """The name of the Redis host of an instance on a host of its own, else None."""
+        if not self.network or kind_of(name) != "instance" or name not in self.network.hosts:
+            return None
+        side = next(side for side in self.sides if name in side.services)
+        redis = f"{side.label}-redis"
+        return redis if redis in self.network.hosts else None
+
+    def _cut_or_heal(self, name: str, action: str) -> dict[str, Any]:
+        redis = self._redis_host_of(name)
+        if redis is None:
+            raise ValueError(f"{name} is not an instance on a host of its own (serve --hosts)")
+        instance, store = self.network.hosts[name], self.network.hosts[redis]
+
+        def work() -> None:
+            if action == "cut" and name not in self.cut:
+                self.network.cut_link(instance, store)
+                self.network.forget(store, instance)
+                self.cut.add(name)
+            elif action == "heal" and name in self.cut:
+                self.network.heal_link(instance, store)
+                self.cut.discard(name)
+
+        self.actions.submit(work)
         return self._service_state(name)
 
     def crowd(self, label: str, add: int) -> dict[str, int]:

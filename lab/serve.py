@@ -4,6 +4,7 @@
     python -m lab.serve 04 --twin round-robin   # the chapter and one twin
     python -m lab.serve 03 --port 0             # OS-assigned ports (tests, or when 5000 is taken)
     python -m lab.serve 01 --host 0.0.0.0       # phones on this network open the pages too
+    python -m lab.serve 04 --hosts              # each process on a host of its own (root, Linux)
 
 Side k (0 the chapter, then each twin in order) listens on 5000 + 100 k and up, the same
 ports as each chapter's by-hand instructions (lab.chapters.Ports). Runs in the foreground and
@@ -21,9 +22,11 @@ import socket
 import sys
 from pathlib import Path
 
+from lab import netns
 from lab.chapters import CHAPTERS, Chapter, Ports, start_topology
 from lab.control import PROBES, Actions, ControlRoom, Side, kind_of, serve_control_room
 from lab.deps import MissingDependency
+from lab.hosts import Network
 from lab.processes import REPO_ROOT, LabBench, Service, ServiceFailed
 
 CONTROL_ROOM_PORT = 5500
@@ -50,9 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         help="where the chapter's pages listen (default loopback; 0.0.0.0: phones on this network too)",
     )
     parser.add_argument("--log-dir", help="where the logs go (default .lab/serve-NN, emptied first)")
+    parser.add_argument(
+        "--hosts",
+        action="store_true",
+        help="each process on a host of its own, on a lab network (Linux, root): cut them from Redis",
+    )
     args = parser.parse_args(argv)
     chapter = CHAPTERS[args.chapter]
-    twins = [label for label, _ in chapter.antipatterns]
+    if args.hosts and not chapter.on_hosts:
+        with_hosts = ", ".join(number for number, c in CHAPTERS.items() if c.on_hosts)
+        parser.error(f"chapter {chapter.number} has no demo on hosts; {with_hosts} has")
+    if args.hosts and (reason := netns.unavailable()):
+        parser.error(f"--hosts: the lab's hosts are network namespaces: {reason}")
+    twins = [label for label, _ in (chapter.on_hosts[1:] if args.hosts else chapter.antipatterns)]
     unknown = set(args.twin or ()) - set(twins)
     if unknown:
         parser.error(
@@ -74,18 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with LabBench(log_dir) as bench:
             print(f"Chapter {chapter.number}: {chapter.title}")
-            sides = start_sides(bench, chapter, args.port, args.twin, args.host, phones)
+            network = Network(bench, name="serve") if args.hosts else None
+            sides = start_sides(bench, chapter, args.port, args.twin, args.host, phones, network)
             actions = Actions()
             # python-engineio's clients (the probes) take over SIGINT to disconnect each in turn,
             # about 3 s apiece; the room disconnects them all at once instead (room.close()).
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            room = ControlRoom(bench, chapter, sides, actions)
+            room = ControlRoom(bench, chapter, sides, actions, network)
             server = serve_control_room(room, CONTROL_ROOM_HOST, args.control_port)
             for side in sides:
                 if side.probe:
                     side.probe.start()
-            if chapter.demo:
-                print("\n" + chapter.demo)
+            demo = chapter.hosts_demo if network else chapter.demo
+            if demo:
+                print("\n" + demo)
             print(f"\nControl room: http://{CONTROL_ROOM_HOST}:{server.server_address[1]}/")
             if phones:
                 print(f"Phones on this network: the addresses after 'phones:' (the apps trust {phones} too).")
@@ -134,15 +149,19 @@ def start_sides(
     only: list[str] | None,
     host: str = "127.0.0.1",
     phones: str | None = None,
+    network: Network | None = None,
 ) -> list[Side]:
     """Start the chapter and its twins (all, or those named), each on its fixed ports; each
-    side's pages listen on `host`, and answer to the name `phones` too."""
+    side's pages listen on `host`, and answer to the name `phones` too. With `network`, the
+    chapter's sides on hosts (`Chapter.on_hosts`), each process on a host of its own."""
     sides = []
-    for k, (label, topology) in enumerate(chapter.sides):
+    for k, (label, topology) in enumerate(chapter.on_hosts if network else chapter.sides):
         if k and only and label not in only:
             continue  # a twin's ports stay its own whether or not the others run
         ports = Ports.of_side(k, first_port) if first_port else None
-        services = start_topology(bench, topology, prefix=label, ports=ports, host=host, lan_address=phones)
+        services = start_topology(
+            bench, topology, prefix=label, ports=ports, host=host, lan_address=phones, network=network
+        )
         names = [service.name for service in services]
         if topology.needs_redis:
             names.insert(0, f"{label}-redis")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from lab import netns
@@ -13,7 +15,7 @@ from lab.hosts import Network
 def network(bench):
     """A private network owned by the test's bench; skipped where namespaces cannot be made,
     failed under CI=true (tests/conftest.py)."""
-    reason = netns.unavailable()
+    reason = netns.unavailable() or (None if shutil.which("ss") else "ss not found (iproute2)")
     if reason:
         raise MissingDependency(
             f"the lab's hosts are network namespaces: {reason}. Run these drills as root on Linux: "
