@@ -1,10 +1,12 @@
 """`python -m bench 02 [--quick] [--max-clients N] [--modes a,b]`, `python -m bench 03|04 [--quick]`,
 `python -m bench 05 [--quick] [--tasks N] [--burst M]`, `python -m bench 06 [--quick]` (chapter 06's
-replay, its log's memory and write path, and its drills' counts), `python -m bench suite [--sessions a,b]`
-(how long each chapter's tests take), `python -m bench knobs [--quick]` (what each setting does
-to chapter 02's gevent app), `python -m bench guard [--quick]` (chapter 02's CPU per inbound event,
-its guard on and off); `python -m bench NN --report-only` draws the plots and
-writes the summary again, its runs on each machine included, from the stored JSON."""
+replay, its log's memory and write path, and its drills' counts), `python -m bench hosts
+[--quick]` (the drills beyond one machine, 20 Sentinel failovers in a row; root), `python -m bench
+suite [--sessions a,b]` (how long each chapter's tests take), `python -m bench knobs [--quick]`
+(what each setting does to chapter 02's gevent app), `python -m bench guard [--quick]`
+(chapter 02's CPU per inbound event, its guard on and off); `python -m bench NN --report-only`
+draws the plots and writes the summary again, its runs on each machine included, from the
+stored JSON."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from bench import (
     common,
     delivery,
     guard_cost,
+    hosts,
     knobs,
     nginx_lb,
     redis_scaling,
@@ -31,6 +34,7 @@ REPORTS = {
     "04": nginx_lb,
     "05": celery_tasks,
     "06": delivery,
+    "hosts": hosts,
     "suite": suite,
     "knobs": knobs,
     "guard": guard_cost,
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=list(REPORTS),
         help="which chapter's scenarios to run; suite: how long each chapter's tests take; "
         "knobs: each setting against chapter 02's gevent baseline; "
-        "guard: chapter 02's CPU per inbound event, its guard on and off",
+        "guard: chapter 02's CPU per inbound event, its guard on and off; "
+        "hosts: the drills beyond one machine (root)",
     )
     parser.add_argument(
         "--quick",
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         record = nginx_lb.run(args.quick, args.max_clients, args.out)
     elif args.chapter == "06":
         record = delivery.run(args.quick, args.out)
+    elif args.chapter == "hosts":
+        record = hosts.run(args.quick, args.out)
     else:
         record = celery_tasks.run(args.quick, args.tasks, args.burst, args.out)
     report.print_targets(record)

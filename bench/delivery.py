@@ -30,13 +30,8 @@ import math
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -44,7 +39,8 @@ import psutil
 import redis
 from tqdm import tqdm
 
-from bench import common, plots, report, stats, suite
+from bench import common, plots, report, stats
+from bench.drills import run_drills
 from bench.loadclient import LeanConnection, LoadClient, latency_summary
 from lab.apps import start_app
 from lab.delivery import roomlog
@@ -506,57 +502,6 @@ def compare(blocks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 # -- the drills ------------------------------------------------------------------------------------
-
-
-def run_drills(path: str, logs: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`pytest <path>` as `nox -s chapter06` runs it; each test's record_property counts, and the run.
-
-    Returns ({test function: {param id: {count: value, ..., "outcome": ...}}}, what ran and how).
-    """
-    if not (REPO_ROOT / path).is_file():
-        why = f"{path} does not exist yet: the drills' counts are not in this record"
-        common.say(f"bench 06: {why}")
-        return {}, {"skipped": why}
-    logs.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        junit = Path(tmp) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", path, *junit_options(junit)]
-        started = time.monotonic()
-        with (logs / "drills.log").open("w") as output:
-            done = subprocess.run(argv, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT)
-        seconds = time.monotonic() - started
-        drills = drill_figures(junit) if junit.exists() else {}
-    ran = {
-        "command": " ".join(["python -m pytest", path, *junit_options(Path("<report>"))]),
-        "exit_code": done.returncode,
-        "seconds": round(seconds, 1),
-    }
-    if done.returncode != 0:
-        common.say(f"bench 06: the drills failed (exit {done.returncode}); see {logs / 'drills.log'}")
-    return drills, ran
-
-
-def junit_options(junit: Path) -> list[str]:
-    """pytest's options for a JUnit XML report that keeps each test's record_property.
-
-    xunit1: pytest's default family (xunit2) has no place for properties in a test, and warns.
-    """
-    return [f"--junitxml={junit}", "-o", "junit_family=xunit1"]
-
-
-def drill_figures(junit: Path) -> dict[str, Any]:
-    """Each test's properties by function and parameter id (`test_x[chapter06]`), numbers as numbers."""
-    found: dict[str, Any] = {}
-    for case in ET.parse(junit).iter("testcase"):
-        function, _, param = case.get("name", "").partition("[")
-        figures = found.setdefault(function, {}).setdefault(param.removesuffix("]") or "-", {})
-        for prop in case.iter("property"):
-            value = prop.get("value", "")
-            figures[prop.get("name")] = int(value) if re.fullmatch(r"-?\d+", value) else value
-        # A test can be two records (a pass, then an error in teardown): any failure stands.
-        if figures.get("outcome") in (None, "passed"):
-            figures["outcome"] = suite.outcome_of(case)
-    return found
 
 
 # -- verdicts and summary -------------------------------------------------------------------------

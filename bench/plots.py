@@ -377,3 +377,39 @@ def delivery(record: dict[str, Any], out: Path) -> list[Path]:
     written.append(out / "06-write-path.png")
     _save(fig, written[-1])
     return written
+
+
+def hosts(record: dict[str, Any], out: Path) -> list[Path]:
+    """Beyond one machine: how long users heard nothing from the other instances, per drill."""
+    drills = record.get("drills", {})
+    partition = drills.get("test_an_instance_cut_from_redis_says_so_and_its_users_move", {})
+    sentinel = drills.get("test_the_chat_fails_over_with_redis", {}).get("-", {})
+    bars = [
+        (
+            "connections forgotten:\ntwin (message_queue=),\nwatch ended",
+            partition.get("forgotten-twin", {}),
+            "deaf_ms_max",
+        ),
+        ("connections forgotten:\nchapter 04", partition.get("forgotten-chapter", {}), "deaf_ms_max"),
+        (
+            "partition:\nchapter 04 (503, HAProxy\nmoves the users)",
+            partition.get("partition-chapter", {}),
+            "deaf_ms_max",
+        ),
+        (f"Sentinel failover,\nmedian of {sentinel.get('failovers', 0)}", sentinel, "window_ms_median"),
+        (f"Sentinel failover,\nworst of {sentinel.get('failovers', 0)}", sentinel, "window_ms_max"),
+    ]
+    shown = [
+        (label, figures[key] / 1000) for label, figures, key in bars if isinstance(figures.get(key), int)
+    ]
+    if not shown:
+        return []
+    fig, ax = _figure(
+        "How long users heard nothing from the other instances", "", "seconds", record["machine"]
+    )
+    colors = ["#c0392b", "#2e86c1", "#2e86c1", "#7d3c98", "#7d3c98"][: len(shown)]
+    ax.bar([label for label, _ in shown], [seconds for _, seconds in shown], color=colors)
+    ax.tick_params(axis="x", labelsize=7)
+    path = out / "hosts-deaf.png"
+    _save(fig, path)
+    return [path]

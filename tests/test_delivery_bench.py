@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from bench import common, delivery
+from bench import common, delivery, drills
 from bench.__main__ import main
 
 MISSING = "tests/chapter06/no_such_drills.py"
@@ -64,9 +64,9 @@ def test_each_drills_counts_are_kept_by_test_and_side(pytester):
     """Each drill's record_property counts are read back under its test's name and its side, as numbers."""
     pytester.makepyfile(test_drill_shape=DRILLS)
     junit = pytester.path / "junit.xml"
-    pytester.runpytest_inprocess(*delivery.junit_options(junit)).assert_outcomes(passed=2)
+    pytester.runpytest_inprocess(*drills.junit_options(junit)).assert_outcomes(passed=2)
 
-    found = delivery.drill_figures(junit)
+    found = drills.drill_figures(junit)
     counts = {"clients": 4, "messages": 10, "shown_twice": 0, "out_of_order": 0, "outcome": "passed"}
     assert found == {"test_a_drill": {"chapter06": {**counts, "lost": 0}, "chapter04": {**counts, "lost": 7}}}
     target = delivery._drills_target({"drills": found, "drills_run": {"exit_code": 0}})
