@@ -76,6 +76,7 @@ ONLINE_PUSH_SECONDS = 1.0
 # How often this instance rewrites its users into Redis. A crashed instance's users
 # still count for three missed rewrites, then drop out.
 HEARTBEAT_SECONDS = float(os.environ.get("HEARTBEAT_SECONDS", "5"))
+# --8<-- [start:queue-settings]
 # The queue's connections probe an idle path after 5 s, every 2 s, and give up after 3
 # unanswered probes: a dead path is noticed within 11 s (redis-py's defaults: 30, 5, 3).
 QUEUE_OPTIONS = {
@@ -87,6 +88,7 @@ QUEUE_OPTIONS = {
 # has heard nothing for three of them, /healthz answers 503: this instance is deaf.
 QUEUE_HEARTBEAT_SECONDS = float(os.environ.get("QUEUE_HEARTBEAT_SECONDS", "1"))
 DEAF_AFTER_SECONDS = 3 * QUEUE_HEARTBEAT_SECONDS
+# --8<-- [end:queue-settings]
 # The Socket.IO browser client, installed from npm (`npm ci` at the repository root)
 # and served by this app, so the page works with no internet.
 JS_CLIENT_DIR = Path(
@@ -101,6 +103,7 @@ MAX_ROOMS = 10  # rooms one connection may be in at once
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = secret("SECRET_KEY", production=PRODUCTION)
+# --8<-- [start:queue]
 # The queue: every emit is delivered to this instance's clients and published on Redis;
 # every instance subscribed to `channel` delivers it to its own (chapter 03). A balancer
 # does not replace it: stickiness keeps a client on one instance, the queue reaches the
@@ -113,6 +116,7 @@ queue = WatchedRedisManager(
     REDIS_URL, channel=CHANNEL, redis_options=QUEUE_OPTIONS, heartbeat_seconds=QUEUE_HEARTBEAT_SECONDS
 )
 socketio = SocketIO(app, async_mode=ASYNC_MODE, client_manager=queue)
+# --8<-- [end:queue]
 
 # What every chapter needs and none teaches: a client that is not this page gets a reason or
 # loses its own connection, never anyone else's (docs/hardening.md, flask-socketio-guard/).
@@ -164,6 +168,7 @@ def socketio_client_js():
     return send_from_directory(JS_CLIENT_DIR, "socket.io.min.js")
 
 
+# --8<-- [start:healthz]
 @app.get("/healthz")
 def healthz():
     heard_ago = queue.heard_ago()  # None until the first client's connect starts the listener
@@ -185,6 +190,9 @@ def healthz():
         online=sum(per_instance.values()),
         online_by_instance=per_instance,
     )
+
+
+# --8<-- [end:healthz]
 
 
 # Rooms a client names live under this prefix, apart from the rooms the server keeps for

@@ -20,6 +20,7 @@ import time
 import socketio
 
 
+# --8<-- [start:watched]
 def keepalive_options(idle, interval, count):
     """redis-py's `socket_keepalive_options`: probe after `idle` s, every `interval` s, `count` times.
 
@@ -67,3 +68,6 @@ class WatchedRedisManager(socketio.RedisManager):
             # cannot be published makes python-socketio connect again, listener included.
             self._publish({"method": "heartbeat", "host_id": self.host_id})
             self.server.sleep(self.heartbeat_seconds)
+
+
+# --8<-- [end:watched]
