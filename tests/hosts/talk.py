@@ -1,12 +1,15 @@
 """A talker who broadcasts numbered, timestamped messages, and listeners who note when each
-arrives: how the drills beyond one machine measure how long a user heard nothing."""
+arrives: how the drills beyond one machine measure how long a user heard nothing; and what
+an instance's /healthz answers meanwhile."""
 
 from __future__ import annotations
 
 import threading
 import time
+import urllib.error
 from dataclasses import dataclass, field
 
+from lab.apps import healthz
 from lab.clients import RecordingClient
 
 TALK_EVERY = 0.1
@@ -43,3 +46,12 @@ class Talker(threading.Thread):
         while not self.stopped.wait(TALK_EVERY):
             self.client.emit("broadcast", {"text": f"{time.monotonic()}#{self.sent}"})
             self.sent += 1
+
+
+def health(url: str) -> int:
+    """The HTTP status of <url>/healthz."""
+    try:
+        healthz(url, timeout=5)  # it may wait on Redis for its online count (2 s at most)
+        return 200
+    except urllib.error.HTTPError as error:
+        return error.code

@@ -24,30 +24,20 @@ Each side's figures go to pytest's record (`record_property`) for the bench (`py
 from __future__ import annotations
 
 import time
-import urllib.error
 
 import pytest
 
-from lab.apps import healthz, start_app
+from lab.apps import start_app
 from lab.haproxy import start_haproxy
 from lab.processes import wait_until
 from lab.redis_server import start_redis
-from tests.hosts.talk import Listener, Talker
+from tests.hosts.talk import Listener, Talker, health
 
 CHAPTER = "chapters/04_nginx_lb/app.py"
 TWIN = "antipatterns/04_healthz_deaf_to_the_queue.py"
 HAPROXY = "chapters/04_nginx_lb/haproxy.cfg"
 WATCH = 9.0  # seconds from the fault to the verdict
 USERS = 4  # through HAProxy's round robin: half of them on chat-1
-
-
-def health(url: str) -> int:
-    """The HTTP status of <url>/healthz."""
-    try:
-        healthz(url, timeout=5)  # it may wait on Redis for its online count (2 s at most)
-        return 200
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 @pytest.mark.parametrize(

@@ -4,22 +4,13 @@ from Redis live, and its /healthz says so or, for the twin, does not."""
 from __future__ import annotations
 
 import os
-import urllib.error
 
 import requests
 
 from lab import netns
-from lab.apps import healthz
 from lab.deps import MissingDependency
 from lab.processes import wait_until
-
-
-def status(url: str) -> int:
-    try:
-        healthz(url, timeout=5)
-        return 200
-    except urllib.error.HTTPError as error:
-        return error.code
+from tests.hosts.talk import health
 
 
 def gateway_links() -> set[str]:
@@ -47,9 +38,9 @@ def test_an_instructor_cuts_an_instance_from_redis_and_heals_it(serving):
     for name in ("chapter-1", "healthz-deaf-1"):
         assert requests.post(f"{room}/api/services/{name}/cut", json={}, timeout=5).status_code == 200
     wait_until(
-        lambda: status(chapter["url"]) == 503, timeout=15, what="the chapter's instance to say it is deaf"
+        lambda: health(chapter["url"]) == 503, timeout=15, what="the chapter's instance to say it is deaf"
     )
-    assert status(twin["url"]) == 200  # as deaf, and green
+    assert health(twin["url"]) == 200  # as deaf, and green
     cut = {
         s["name"]: s["cut"]
         for side in requests.get(f"{room}/api/state", timeout=5).json()["sides"]
@@ -58,6 +49,6 @@ def test_an_instructor_cuts_an_instance_from_redis_and_heals_it(serving):
     assert cut["chapter-1"] is True and cut["healthz-deaf-1"] is True
 
     requests.post(f"{room}/api/services/chapter-1/heal", json={}, timeout=5)
-    wait_until(lambda: status(chapter["url"]) == 200, timeout=15, what="the chapter's instance to hear again")
+    wait_until(lambda: health(chapter["url"]) == 200, timeout=15, what="the chapter's instance to hear again")
     serve.stop()
     wait_until(lambda: gateway_links() <= before, timeout=10, what="serve's network to go")
